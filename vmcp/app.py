@@ -1,0 +1,123 @@
+"""The HTTP application: MCP over streamable HTTP plus health and status endpoints.
+
+The session manager is built here with DNS-rebinding protection switched on explicitly
+(building it directly leaves the Host/Origin checks off): loopback names on any port are
+always accepted, plus whatever `server.allowed_hosts` / `allowed_origins` add.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from vmcp.backends import BackendPool
+from vmcp.config import VmcpConfig
+from vmcp.facade import Facade
+
+logger = logging.getLogger(__name__)
+
+_LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
+_LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+_SETTLE_SECONDS = 30.0
+
+
+def security_settings(config: VmcpConfig) -> TransportSecuritySettings:
+    server = config.server
+    hosts = [*_LOOPBACK_HOSTS, *server.allowed_hosts]
+    if server.host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
+        hosts += [server.host, f"{server.host}:*"]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=hosts,
+        allowed_origins=[*_LOOPBACK_ORIGINS, *server.allowed_origins],
+    )
+
+
+def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> Starlette:
+    """The façade as an ASGI app. With `pool`, the caller owns the backend pool (shared with an
+    in-process worker by `vmcp dev`); otherwise the app opens and closes its own."""
+    owned_pool = pool is None
+    the_pool = pool if pool is not None else BackendPool(config.backends, config.base_dir)
+    facade = Facade(config, the_pool)
+    the_pool.listen(facade.on_listing_changed)
+    manager = StreamableHTTPSessionManager(app=facade.server, security_settings=security_settings(config))
+    state: dict[str, Any] = {"ready": False}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if owned_pool:
+                await stack.enter_async_context(the_pool)
+            await the_pool.wait_settled(_SETTLE_SECONDS)
+            facade.rebuild()
+            await stack.enter_async_context(manager.run())
+            state["ready"] = True
+            logger.info(
+                "vmcp serving %d tools from %d/%d backends",
+                len(facade.catalog.tools),
+                len(the_pool.listings()),
+                len(the_pool.connections),
+            )
+            try:
+                yield
+            finally:
+                state["ready"] = False
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        ready = state["ready"] and facade.catalog_error is None
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    async def status(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "ready": state["ready"],
+                "tools": len(facade.catalog.tools),
+                "prompts": len(facade.catalog.prompts),
+                "resources": len(facade.catalog.resources),
+                "catalog_error": str(facade.catalog_error) if facade.catalog_error else None,
+                "backends": [dataclasses.asdict(s) for s in the_pool.statuses()],
+            }
+        )
+
+    app = Starlette(
+        routes=[
+            Route(config.server.path, endpoint=StreamableHTTPASGIApp(manager)),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/status", status),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.facade = facade
+    return app
+
+
+async def serve(config: VmcpConfig, *, host: str | None = None, port: int | None = None,
+                pool: BackendPool | None = None) -> None:
+    """Run the façade until cancelled or interrupted."""
+    app = create_app(config, pool)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=host or config.server.host,
+            port=port if port is not None else config.server.port,
+            log_level="warning",
+            lifespan="on",
+            access_log=False,
+        )
+    )
+    await server.serve()

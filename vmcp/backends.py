@@ -1,0 +1,397 @@
+"""The backend pool: one long-lived MCP connection per backend, shared by every caller.
+
+Each backend gets a supervisor task that owns its `mcp.Client` (the SDK needs a client to
+be opened and closed in the same task), lists what the backend offers, and reconnects with
+backoff whenever the connection breaks. Callers from any task send requests over the shared
+session concurrently; a call that finds the backend reconnecting waits for it (bounded by
+`connect_timeout`) instead of failing, so a backend restart costs at most the one call that was
+in flight when it died.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import anyio
+import httpx2
+import mcp_types as types
+from anyio.abc import TaskGroup
+from mcp import Client, StdioServerParameters
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
+
+from vmcp.catalog import BackendListing
+from vmcp.config import BackendConfig
+
+logger = logging.getLogger(__name__)
+
+State = Literal["connecting", "ready", "down", "closed"]
+
+ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
+ListingChanged = Callable[[str], Awaitable[None]]
+
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    anyio.ClosedResourceError,
+    anyio.BrokenResourceError,
+    anyio.EndOfStream,
+    httpx2.TransportError,
+    ConnectionError,
+    OSError,
+)
+_LIST_PAGE_CAP = 50
+_T = TypeVar("_T")
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot be reached now; the message says why, for an `isError` result."""
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    name: str
+    transport: str
+    state: State
+    protocol_version: str | None
+    server_name: str | None
+    tools: int
+    last_error: str | None
+    connected_since: float | None
+    reconnects: int
+
+
+def resolve_command(command: str) -> str:
+    """A bare command is looked up next to this interpreter first (the venv that installed the
+    published servers), then on PATH, so `command: mcp-server-time` works without activating it."""
+    if "/" in command:
+        return command
+    beside = Path(sys.executable).parent / command
+    if beside.exists():
+        return str(beside)
+    return shutil.which(command) or command
+
+
+class BackendConnection:
+    def __init__(self, config: BackendConfig, base_dir: Path, on_listing: ListingChanged | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self._base_dir = base_dir
+        self._on_listing = on_listing
+        self._client: Client | None = None
+        self._ready = anyio.Event()
+        self._broken = anyio.Event()
+        self._stop = anyio.Event()
+        self.state: State = "connecting"
+        self.last_error: str | None = None
+        self.listing: BackendListing | None = None
+        self.connected_since: float | None = None
+        self.reconnects = 0
+
+    # ------------------------------------------------------------------ supervision
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect; returns only when `close()` is called."""
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                # The deadline scope spans the client's whole life (the SDK's task groups must
+                # not outlive a scope opened inside them); it is lifted once connected.
+                with anyio.CancelScope(deadline=anyio.current_time() + self.config.connect_timeout) as deadline:
+                    async with AsyncExitStack() as stack:
+                        client = await self._connect(stack)
+                        self.listing = await self._list(client)
+                        deadline.deadline = math.inf
+                        self._client = client
+                        self.state, self.last_error = "ready", None
+                        self.connected_since = time.time()
+                        self._ready.set()
+                        logger.info(
+                            "backend %s connected (%s, %d tools)",
+                            self.name,
+                            client.protocol_version,
+                            len(self.listing.tools),
+                        )
+                        if self._on_listing is not None:
+                            await self._on_listing(self.name)
+                        delay = 0.2
+                        await self._wait_broken_or_stopped()
+                if deadline.cancelled_caught:
+                    self.last_error = f"no answer within connect_timeout ({self.config.connect_timeout:g}s)"
+                    logger.warning("backend %s: %s", self.name, self.last_error)
+            except Exception as exc:
+                self.last_error = _describe(exc)
+                logger.warning("backend %s: %s", self.name, self.last_error)
+            except BaseException:
+                self._mark_closed()
+                raise
+            finally:
+                self._leave_ready()
+                self._broken = anyio.Event()
+            if self._stop.is_set():
+                break
+            self.state = "down"
+            self.reconnects += 1
+            # wake early on close(); otherwise back off up to 10 s between attempts
+            with anyio.move_on_after(delay):
+                await self._stop.wait()
+            delay = min(delay * 2, 10.0)
+            if not self._stop.is_set():
+                self.state = "connecting"
+        self._mark_closed()
+
+    def _leave_ready(self) -> None:
+        """Stop handing out the current client at once; new calls wait for the next one."""
+        if self._client is not None:
+            self._client = None
+            self.state = "connecting"
+            self._ready = anyio.Event()
+
+    def _mark_broken(self) -> None:
+        self._leave_ready()
+        self._broken.set()
+
+    def _mark_closed(self) -> None:
+        self.state = "closed"
+        self._ready.set()  # release waiters; they see the closed state
+
+    async def _wait_broken_or_stopped(self) -> None:
+        async with anyio.create_task_group() as group:
+
+            async def stop_on(event: anyio.Event) -> None:
+                await event.wait()
+                group.cancel_scope.cancel()
+
+            group.start_soon(stop_on, self._broken)
+            group.start_soon(stop_on, self._stop)
+
+    async def _connect(self, stack: AsyncExitStack) -> Client:
+        config = self.config
+        transport: Any
+        if config.transport == "stdio":
+            assert config.command is not None
+            cwd = Path(config.cwd) if config.cwd else self._base_dir
+            transport = StdioServerParameters(
+                command=resolve_command(config.command),
+                args=list(config.args),
+                env=dict(config.env) or None,
+                cwd=cwd if cwd.is_absolute() else self._base_dir / cwd,
+            )
+        elif config.transport == "streamable-http":
+            assert config.url is not None
+            http = create_mcp_http_client(
+                headers=dict(config.headers) or None,
+                timeout=httpx2.Timeout(config.connect_timeout, read=max(config.timeout, 300.0)),
+            )
+            await stack.enter_async_context(http)
+            transport = streamable_http_client(config.url, http_client=http)
+        else:
+            assert config.url is not None
+            transport = sse_client(config.url, headers=dict(config.headers) or None, timeout=config.connect_timeout)
+        client = Client(transport, read_timeout_seconds=config.timeout, cache=None)
+        await stack.enter_async_context(client)
+        return client
+
+    async def _list(self, client: Client) -> BackendListing:
+        caps = client.server_capabilities
+        tools: list[types.Tool] = []
+        prompts: list[types.Prompt] = []
+        resources: list[types.Resource] = []
+        templates: list[types.ResourceTemplate] = []
+        if caps.tools is not None:
+            tools = await _all_pages(client.list_tools, "tools")
+        if caps.prompts is not None:
+            prompts = await _all_pages(client.list_prompts, "prompts")
+        if caps.resources is not None:
+            resources = await _all_pages(client.list_resources, "resources")
+            templates = await _all_pages(client.list_resource_templates, "resource_templates")
+        return BackendListing(self.name, tuple(tools), tuple(prompts), tuple(resources), tuple(templates))
+
+    async def refresh_listing(self) -> None:
+        client = await self._ready_client()
+        self.listing = await self._guard(self._list(client))
+        if self._on_listing is not None:
+            await self._on_listing(self.name)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------------ calls
+
+    async def _ready_client(self) -> Client:
+        if self._client is not None and self.state == "ready":
+            return self._client
+        if self.state == "closed":
+            raise BackendUnavailable(f"backend {self.name!r} is shut down")
+        with anyio.move_on_after(self.config.connect_timeout):
+            await self._ready.wait()
+        if self._client is None or self.state != "ready":
+            reason = f": {self.last_error}" if self.last_error else ""
+            raise BackendUnavailable(f"backend {self.name!r} is unavailable ({self.state}){reason}")
+        return self._client
+
+    async def _guard(self, call: Awaitable[_T]) -> _T:
+        """Turn connection-level failures into BackendUnavailable and schedule a reconnect.
+
+        MCP errors the backend sent on purpose (invalid params, unknown method) pass through
+        untouched: they are the backend's answer, not a broken connection.
+        """
+        try:
+            return await call
+        except MCPError as exc:
+            if exc.error.code == types.CONNECTION_CLOSED:
+                self._mark_broken()
+                raise BackendUnavailable(f"backend {self.name!r} closed the connection; reconnecting") from exc
+            if exc.error.code == types.REQUEST_TIMEOUT:
+                raise BackendUnavailable(
+                    f"backend {self.name!r} did not answer within {self.config.timeout:g}s"
+                ) from exc
+            raise
+        except _TRANSPORT_ERRORS as exc:
+            self._mark_broken()
+            raise BackendUnavailable(f"backend {self.name!r} connection failed: {_describe(exc)}") from exc
+
+    async def call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None,
+        *,
+        meta: dict[str, Any] | None = None,
+        progress: ProgressCallback | None = None,
+        timeout: float | None = None,
+        input_responses: types.InputResponses | None = None,
+        request_state: str | None = None,
+    ) -> types.CallToolResult | types.InputRequiredResult | types.Result:
+        client = await self._ready_client()
+        return await self._guard(
+            client.session.call_tool(
+                name,
+                arguments,
+                read_timeout_seconds=timeout or self.config.timeout,
+                progress_callback=progress,
+                meta=meta,  # type: ignore[arg-type]
+                input_responses=input_responses,
+                request_state=request_state,
+                allow_input_required=True,
+                allow_claimed=True,
+            )
+        )
+
+    async def get_prompt(
+        self, name: str, arguments: dict[str, str] | None, *, meta: dict[str, Any] | None = None
+    ) -> types.GetPromptResult | types.InputRequiredResult:
+        client = await self._ready_client()
+        return await self._guard(
+            client.session.get_prompt(name, arguments, meta=meta, allow_input_required=True)  # type: ignore[arg-type]
+        )
+
+    async def read_resource(
+        self, uri: str, *, meta: dict[str, Any] | None = None
+    ) -> types.ReadResourceResult | types.InputRequiredResult:
+        client = await self._ready_client()
+        return await self._guard(
+            client.session.read_resource(uri, meta=meta, allow_input_required=True)  # type: ignore[arg-type]
+        )
+
+    async def complete(
+        self, ref: types.PromptReference | types.ResourceTemplateReference, argument: dict[str, str],
+        context_arguments: dict[str, str] | None = None,
+    ) -> types.CompleteResult:
+        client = await self._ready_client()
+        return await self._guard(client.session.complete(ref, argument, context_arguments))
+
+    async def ping(self) -> None:
+        client = await self._ready_client()
+        await self._guard(client.session.send_ping())
+
+    def status(self) -> BackendStatus:
+        client = self._client
+        info = client.server_info if client is not None and self.state == "ready" else None
+        return BackendStatus(
+            name=self.name,
+            transport=self.config.transport,
+            state=self.state,
+            protocol_version=client.protocol_version if client is not None and self.state == "ready" else None,
+            server_name=info.name if info is not None else None,
+            tools=len(self.listing.tools) if self.listing else 0,
+            last_error=self.last_error,
+            connected_since=self.connected_since,
+            reconnects=self.reconnects,
+        )
+
+
+class BackendPool(AbstractAsyncContextManager["BackendPool"]):
+    """All backends of one configuration, connected concurrently and supervised for their lifetime."""
+
+    def __init__(
+        self, backends: Sequence[BackendConfig], base_dir: Path, on_listing: ListingChanged | None = None
+    ) -> None:
+        self.connections = {b.name: BackendConnection(b, base_dir, on_listing) for b in backends}
+        self._group: TaskGroup | None = None
+
+    async def __aenter__(self) -> BackendPool:
+        self._group = anyio.create_task_group()
+        await self._group.__aenter__()
+        for connection in self.connections.values():
+            self._group.start_soon(connection.run, name=f"backend:{connection.name}")
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        for connection in self.connections.values():
+            connection.close()
+        assert self._group is not None
+        return await self._group.__aexit__(*exc_info)
+
+    def listen(self, on_listing: ListingChanged) -> None:
+        """Call `on_listing(backend)` whenever a backend (re)connects or is re-listed."""
+        for connection in self.connections.values():
+            connection._on_listing = on_listing
+
+    def get(self, name: str) -> BackendConnection:
+        connection = self.connections.get(name)
+        if connection is None:
+            raise BackendUnavailable(f"no backend named {name!r}")
+        return connection
+
+    async def wait_settled(self, timeout: float) -> None:
+        """Wait until every backend has either connected or failed its first attempt."""
+        with anyio.move_on_after(timeout):
+            while any(c.state == "connecting" for c in self.connections.values()):
+                await anyio.sleep(0.05)
+
+    def listings(self) -> list[BackendListing]:
+        return [c.listing for c in self.connections.values() if c.listing is not None and c.state == "ready"]
+
+    def statuses(self) -> list[BackendStatus]:
+        return [c.status() for c in self.connections.values()]
+
+
+async def _all_pages(fetch: Callable[..., Awaitable[Any]], attribute: str) -> list[Any]:
+    items: list[Any] = []
+    cursor: str | None = None
+    for _ in range(_LIST_PAGE_CAP):
+        page = await fetch(cursor=cursor, cache_mode="refresh")
+        items.extend(getattr(page, attribute))
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return items
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = exc.exceptions
+        return "; ".join(_describe(e) for e in leaves[:3])
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, MCPError) else text
