@@ -20,10 +20,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vmcp.backends import BackendPool
 from vmcp.config import VmcpConfig
 from vmcp.facade import Facade
+from vmcp.fastpath import LeanToolCalls
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +46,16 @@ def security_settings(config: VmcpConfig) -> TransportSecuritySettings:
     )
 
 
-def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> Starlette:
+def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
     """The façade as an ASGI app. With `pool`, the caller owns the backend pool (shared with an
     in-process worker by `vmcp dev`); otherwise the app opens and closes its own."""
     owned_pool = pool is None
     the_pool = pool if pool is not None else BackendPool(config.backends, config.base_dir)
     facade = Facade(config, the_pool)
     the_pool.listen(facade.on_listing_changed)
-    manager = StreamableHTTPSessionManager(app=facade.server, security_settings=security_settings(config))
+    security = security_settings(config)
+    manager = StreamableHTTPSessionManager(app=facade.server, security_settings=security)
+    mcp_endpoint = LeanToolCalls(StreamableHTTPASGIApp(manager), facade, security)
     state: dict[str, Any] = {"ready": False}
 
     @contextlib.asynccontextmanager
@@ -95,7 +99,7 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> Starlette
 
     app = Starlette(
         routes=[
-            Route(config.server.path, endpoint=StreamableHTTPASGIApp(manager)),
+            Route(config.server.path, endpoint=mcp_endpoint),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/status", status),
@@ -103,11 +107,30 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> Starlette
         lifespan=lifespan,
     )
     app.state.facade = facade
-    return app
+    app.state.lean = mcp_endpoint
+    return _McpFirst(app, config.server.path, mcp_endpoint)
 
 
-async def serve(config: VmcpConfig, *, host: str | None = None, port: int | None = None,
-                pool: BackendPool | None = None) -> None:
+class _McpFirst:
+    """Sends MCP requests straight to their endpoint, everything else (health, lifespan) through
+    Starlette: its middleware stack is measurable on a relay's hottest path."""
+
+    def __init__(self, app: Starlette, path: str, mcp: ASGIApp) -> None:
+        self.app = app
+        self.state = app.state
+        self._path = path
+        self._mcp = mcp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self._path:
+            await self._mcp(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+async def serve(
+    config: VmcpConfig, *, host: str | None = None, port: int | None = None, pool: BackendPool | None = None
+) -> None:
     """Run the façade until cancelled or interrupted."""
     app = create_app(config, pool)
     server = uvicorn.Server(

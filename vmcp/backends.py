@@ -10,6 +10,7 @@ in flight when it died.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -18,9 +19,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import aiohttp
 import anyio
 import httpx2
 import mcp_types as types
@@ -29,16 +32,18 @@ from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from vmcp.catalog import BackendListing
 from vmcp.config import BackendConfig
+from vmcp.wire import ModernHttpWire, WireProtocolError
 
 logger = logging.getLogger(__name__)
 
 State = Literal["connecting", "ready", "down", "closed"]
 
-ProgressCallback = Callable[[float, float | None, str | None], Awaitable[None]]
 ListingChanged = Callable[[str], Awaitable[None]]
 
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
@@ -50,7 +55,19 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 _LIST_PAGE_CAP = 50
+
+
+def _package_version() -> str:
+    try:
+        return version("vmcp")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
 _T = TypeVar("_T")
+
+
+CLIENT_INFO = types.Implementation(name="vmcp", version=_package_version())
 
 
 class BackendUnavailable(Exception):
@@ -88,6 +105,9 @@ class BackendConnection:
         self._base_dir = base_dir
         self._on_listing = on_listing
         self._client: Client | None = None
+        self._http: httpx2.AsyncClient | None = None
+        self.wire: ModernHttpWire | None = None  # the lean tools/call path, when the backend allows it
+        self._header_bound_tools: frozenset[str] = frozenset()
         self._ready = anyio.Event()
         self._broken = anyio.Event()
         self._stop = anyio.Event()
@@ -96,6 +116,7 @@ class BackendConnection:
         self.listing: BackendListing | None = None
         self.connected_since: float | None = None
         self.reconnects = 0
+        self.settled = anyio.Event()  # set once the first connection attempt has succeeded or failed
 
     # ------------------------------------------------------------------ supervision
 
@@ -111,10 +132,12 @@ class BackendConnection:
                         client = await self._connect(stack)
                         self.listing = await self._list(client)
                         deadline.deadline = math.inf
+                        self.wire = await self._make_wire(client, stack)
                         self._client = client
                         self.state, self.last_error = "ready", None
                         self.connected_since = time.time()
                         self._ready.set()
+                        self.settled.set()
                         logger.info(
                             "backend %s connected (%s, %d tools)",
                             self.name,
@@ -137,6 +160,7 @@ class BackendConnection:
             finally:
                 self._leave_ready()
                 self._broken = anyio.Event()
+            self.settled.set()
             if self._stop.is_set():
                 break
             self.state = "down"
@@ -153,6 +177,7 @@ class BackendConnection:
         """Stop handing out the current client at once; new calls wait for the next one."""
         if self._client is not None:
             self._client = None
+            self.wire = None
             self.state = "connecting"
             self._ready = anyio.Event()
 
@@ -161,6 +186,7 @@ class BackendConnection:
         self._broken.set()
 
     def _mark_closed(self) -> None:
+        self.settled.set()
         self.state = "closed"
         self._ready.set()  # release waiters; they see the closed state
 
@@ -193,13 +219,53 @@ class BackendConnection:
                 timeout=httpx2.Timeout(config.connect_timeout, read=max(config.timeout, 300.0)),
             )
             await stack.enter_async_context(http)
+            self._http = http
             transport = streamable_http_client(config.url, http_client=http)
         else:
             assert config.url is not None
             transport = sse_client(config.url, headers=dict(config.headers) or None, timeout=config.connect_timeout)
-        client = Client(transport, read_timeout_seconds=config.timeout, cache=None)
+        client = Client(transport, read_timeout_seconds=config.timeout, cache=None, client_info=CLIENT_INFO)
         await stack.enter_async_context(client)
         return client
+
+    async def _make_wire(self, client: Client, stack: AsyncExitStack) -> ModernHttpWire | None:
+        if self.config.transport != "streamable-http":
+            return None
+        if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            return None
+        assert self.config.url is not None
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=60))
+        await stack.enter_async_context(session)
+        return ModernHttpWire(
+            self.config.url,
+            session,
+            client.protocol_version,
+            CLIENT_INFO.model_dump(exclude_none=True),
+            self.config.headers,
+        )
+
+    def takes_lean_path(self, tool: str) -> bool:
+        """Whether a plain tools/call of `tool` can go out as one raw POST (`x-mcp-header`
+        tools need the SDK's Mcp-Param header mirroring)."""
+        return self.wire is not None and self.state == "ready" and tool not in self._header_bound_tools
+
+    async def forward_tool_call(
+        self, params: dict[str, Any], *, caller_capabilities: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """Relay a raw tools/call (params already carry the backend's tool name); the result
+        dict comes back untouched. WireError carries a JSON-RPC error from the backend."""
+        wire = self.wire
+        if wire is None:
+            raise BackendUnavailable(f"backend {self.name!r} is unavailable ({self.state})")
+        try:
+            return await wire.call_tool(
+                params["name"], params, caller_capabilities=caller_capabilities, timeout=self.config.timeout
+            )
+        except TimeoutError as exc:
+            raise BackendUnavailable(f"backend {self.name!r} did not answer within {self.config.timeout:g}s") from exc
+        except (aiohttp.ClientError, OSError, WireProtocolError) as exc:
+            self._mark_broken()
+            raise BackendUnavailable(f"backend {self.name!r} connection failed: {_describe(exc)}") from exc
 
     async def _list(self, client: Client) -> BackendListing:
         caps = client.server_capabilities
@@ -214,6 +280,9 @@ class BackendConnection:
         if caps.resources is not None:
             resources = await _all_pages(client.list_resources, "resources")
             templates = await _all_pages(client.list_resource_templates, "resource_templates")
+        self._header_bound_tools = frozenset(
+            t.name for t in tools if "x-mcp-header" in json.dumps(t.input_schema, separators=(",", ":"))
+        )
         return BackendListing(self.name, tuple(tools), tuple(prompts), tuple(resources), tuple(templates))
 
     async def refresh_listing(self) -> None:
@@ -266,14 +335,14 @@ class BackendConnection:
         arguments: dict[str, Any] | None,
         *,
         meta: dict[str, Any] | None = None,
-        progress: ProgressCallback | None = None,
+        progress: ProgressFnT | None = None,
         timeout: float | None = None,
         input_responses: types.InputResponses | None = None,
         request_state: str | None = None,
     ) -> types.CallToolResult | types.InputRequiredResult | types.Result:
         client = await self._ready_client()
         return await self._guard(
-            client.session.call_tool(
+            client.session.call_tool(  # type: ignore[misc]
                 name,
                 arguments,
                 read_timeout_seconds=timeout or self.config.timeout,
@@ -303,7 +372,9 @@ class BackendConnection:
         )
 
     async def complete(
-        self, ref: types.PromptReference | types.ResourceTemplateReference, argument: dict[str, str],
+        self,
+        ref: types.PromptReference | types.ResourceTemplateReference,
+        argument: dict[str, str],
         context_arguments: dict[str, str] | None = None,
     ) -> types.CompleteResult:
         client = await self._ready_client()
@@ -365,8 +436,8 @@ class BackendPool(AbstractAsyncContextManager["BackendPool"]):
     async def wait_settled(self, timeout: float) -> None:
         """Wait until every backend has either connected or failed its first attempt."""
         with anyio.move_on_after(timeout):
-            while any(c.state == "connecting" for c in self.connections.values()):
-                await anyio.sleep(0.05)
+            for connection in self.connections.values():
+                await connection.settled.wait()
 
     def listings(self) -> list[BackendListing]:
         return [c.listing for c in self.connections.values() if c.listing is not None and c.state == "ready"]

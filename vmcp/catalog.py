@@ -209,7 +209,7 @@ def _resolve_names(
 
     if strategy == "priority":
         rank = {backend: position for position, backend in enumerate(config.priority)}
-        for name, members in list(groups.items()):
+        for members in list(groups.values()):
             movable = [i for i in members if candidates[i].fixed_name is None]
             if len(members) < 2 or not movable:
                 continue
@@ -236,8 +236,7 @@ def _resolve_names(
             issues.append(
                 ConfigIssue(
                     f"aggregation.backends.{where.backend}" if kind == "tool" else "aggregation.conflict_resolution",
-                    f"{kind} name {name!r} is offered by {', '.join(owners)} "
-                    f"(conflict_resolution: {strategy}){hint}",
+                    f"{kind} name {name!r} is offered by {', '.join(owners)} (conflict_resolution: {strategy}){hint}",
                 )
             )
         if name in reserved or name.startswith(RESERVED_TOOL_PREFIX):

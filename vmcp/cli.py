@@ -8,6 +8,7 @@ interpreter teardown after printing its output, and a CLI must keep its exit cod
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -28,6 +29,15 @@ def _config_path(value: str | None) -> str:
 
 def _load(path: str) -> VmcpConfig:
     return load_config(path)
+
+
+def event_loop_options() -> dict[str, bool]:
+    """uvloop when installed: it roughly halves the event-loop cost of every forwarded call."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return {}
+    return {"use_uvloop": True}
 
 
 # --------------------------------------------------------------------------- commands
@@ -120,10 +130,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     print(f"vmcp façade: http://{host}:{port}{config.server.path}", flush=True)
-    try:
-        anyio.run(lambda: serve(config, host=host, port=port))
-    except KeyboardInterrupt:
-        pass
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(lambda: serve(config, host=host, port=port), backend_options=event_loop_options())
     return 0
 
 
@@ -174,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a configuration file")
     validate.add_argument("file")
     validate.add_argument(
-        "--offline", action="store_true", help="check the file alone; do not contact backends for name clashes"
+        "--offline",
+        action="store_true",
+        help="check the file alone; do not contact backends for name clashes",
     )
     validate.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for backends")
     validate.set_defaults(func=cmd_validate)

