@@ -82,18 +82,18 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def measure(direct: str, proxied: str, args: argparse.Namespace) -> dict[str, float]:
+async def measure(direct: str, proxied: str, args: argparse.Namespace, mode: str) -> dict[str, float]:
     direct_lat: list[float] = []
     proxied_lat: list[float] = []
     rounds = 4
     for _ in range(rounds):  # interleaved so both paths share the same noise
-        await latency_round(direct, "echo", args.calls // rounds, args.mode, direct_lat)
-        await latency_round(proxied, "bench_echo", args.calls // rounds, args.mode, proxied_lat)
+        await latency_round(direct, "echo", args.calls // rounds, mode, direct_lat)
+        await latency_round(proxied, "bench_echo", args.calls // rounds, mode, proxied_lat)
     direct_tp: list[float] = []
     proxied_tp: list[float] = []
     for _ in range(2):
-        direct_tp.append(await throughput(direct, "echo", args.concurrency, args.calls_each, args.mode))
-        proxied_tp.append(await throughput(proxied, "bench_echo", args.concurrency, args.calls_each, args.mode))
+        direct_tp.append(await throughput(direct, "echo", args.concurrency, args.calls_each, mode))
+        proxied_tp.append(await throughput(proxied, "bench_echo", args.concurrency, args.calls_each, mode))
     return {
         "direct_p50": pct(direct_lat, 0.5),
         "direct_p99": pct(direct_lat, 0.99),
@@ -109,7 +109,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=400, help="sequential calls per path for latency")
     parser.add_argument("--concurrency", type=int, default=10, help="concurrent clients for throughput")
     parser.add_argument("--calls-each", type=int, default=60, help="calls per concurrent client")
-    parser.add_argument("--mode", default="auto", help="client protocol mode: auto (2026-07-28) or legacy")
+    parser.add_argument(
+        "--modes", default="auto,legacy", help="client protocol modes to measure: auto (2026-07-28), legacy"
+    )
     args = parser.parse_args()
 
     backend_port, vmcp_port = free_port(), free_port()
@@ -131,9 +133,17 @@ def main() -> None:
             procs.append(vmcp)
             wait_http(f"http://127.0.0.1:{vmcp_port}/readyz")
             rss_before = rss_mib(vmcp.pid)
-            figures = anyio.run(
-                measure, f"http://127.0.0.1:{backend_port}/mcp", f"http://127.0.0.1:{vmcp_port}/mcp", args
-            )
+            figures = {
+                mode: anyio.run(
+                    measure,
+                    f"http://127.0.0.1:{backend_port}/mcp",
+                    f"http://127.0.0.1:{vmcp_port}/mcp",
+                    args,
+                    mode,
+                    backend_options={"use_uvloop": True},
+                )
+                for mode in args.modes.split(",")
+            }
             rss_after = rss_mib(vmcp.pid)
         finally:
             for proc in procs:
@@ -141,15 +151,21 @@ def main() -> None:
             for proc in procs:
                 proc.wait(10)
 
-    f = figures
     print(
-        f"forwarding benchmark  (mode={args.mode}, {args.calls} sequential calls, "
-        f"{args.concurrency} clients x {args.calls_each} calls, {os.cpu_count()} cpus)"
+        f"forwarding benchmark: {args.calls} sequential calls per path, "
+        f"{args.concurrency} clients x {args.calls_each} calls for throughput, {os.cpu_count()} cpus"
     )
-    print(f"{'':18}{'direct':>10}{'via vmcp':>10}{'ratio':>8}")
-    print(f"{'p50 latency ms':18}{f['direct_p50']:10.2f}{f['vmcp_p50']:10.2f}{f['vmcp_p50'] / f['direct_p50']:8.2f}")
-    print(f"{'p99 latency ms':18}{f['direct_p99']:10.2f}{f['vmcp_p99']:10.2f}{f['vmcp_p99'] / f['direct_p99']:8.2f}")
-    print(f"{'throughput /s':18}{f['direct_tp']:10.0f}{f['vmcp_tp']:10.0f}{f['vmcp_tp'] / f['direct_tp']:8.2f}")
+    for mode, f in figures.items():
+        era = "2026-07-28" if mode == "auto" else "2025-11-25 handshake"
+        print(f"\nclient mode {mode} ({era})")
+        print(f"{'':18}{'direct':>10}{'via vmcp':>10}{'ratio':>8}")
+        for label, key, unit in (
+            ("p50 latency", "p50", "ms"),
+            ("p99 latency", "p99", "ms"),
+            ("throughput", "tp", "/s"),
+        ):
+            d, v = f[f"direct_{key}"], f[f"vmcp_{key}"]
+            print(f"{label + ' ' + unit:18}{d:10.2f}{v:10.2f}{v / d:8.2f}")
     print(f"façade RSS: {rss_before:.1f} MiB after start, {rss_after:.1f} MiB after the run")
 
 

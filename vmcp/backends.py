@@ -224,7 +224,9 @@ class BackendConnection:
         else:
             assert config.url is not None
             transport = sse_client(config.url, headers=dict(config.headers) or None, timeout=config.connect_timeout)
-        client = Client(transport, read_timeout_seconds=config.timeout, cache=None, client_info=CLIENT_INFO)
+        client = Client(
+            transport, mode=config.protocol, read_timeout_seconds=config.timeout, cache=None, client_info=CLIENT_INFO
+        )
         await stack.enter_async_context(client)
         return client
 

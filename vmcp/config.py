@@ -68,6 +68,9 @@ class BackendConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: Seconds = 30.0
     connect_timeout: Seconds = 20.0
+    # How to negotiate with the backend: `auto` asks for the 2026-07-28 revision and falls back
+    # to the initialize handshake; `legacy` always uses the handshake; a version pins it.
+    protocol: Literal["auto", "legacy", "2026-07-28"] = "auto"
 
     @model_validator(mode="after")
     def _transport_fields(self) -> BackendConfig:

@@ -16,18 +16,25 @@ from typing import Any, TypeVar
 
 import anyio
 import mcp_types as types
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 
-from vmcp.backends import BackendPool, BackendUnavailable
+from vmcp.backends import BackendConnection, BackendPool, BackendUnavailable
 from vmcp.catalog import Catalog, CatalogError, build_catalog
 from vmcp.config import VmcpConfig
+from vmcp.wire import WireError
 
 logger = logging.getLogger(__name__)
 
 _PROGRESS_TOKEN = "progressToken"
+# The caller's envelope describes its connection to vmcp, not vmcp's to the backend (the SDK
+# client stamps its own); a handshake-era backend rejects a request that carries one.
+_NOT_FORWARDED = frozenset(
+    {"progress_token", _PROGRESS_TOKEN, PROTOCOL_VERSION_META_KEY, CLIENT_INFO_META_KEY, CLIENT_CAPABILITIES_META_KEY}
+)
 _RESOURCE_NOT_FOUND = -32002  # the spec's code for resources/read of an unknown URI
 _R = TypeVar("_R")
 _ResultT = TypeVar("_ResultT", bound=types.Result)
@@ -107,13 +114,16 @@ class Facade:
         route = self.catalog.tool_routes.get(params.name)
         if route is None:
             return error_result(f"Unknown tool {params.name!r}: no backend offers it (see tools/list).")
+        progress = _has_progress_token(params.meta)
         try:
             connection = self.pool.get(route.backend)
+            if not progress and connection.takes_lean_path(route.original):
+                return await self._call_lean(ctx, params, connection, route.original)
             result = await connection.call_tool(
                 route.original,
                 params.arguments,
                 meta=_forward_meta(params.meta),
-                progress=_progress_relay(ctx) if _has_progress_token(params.meta) else None,
+                progress=_progress_relay(ctx) if progress else None,
                 input_responses=params.input_responses,
                 request_state=params.request_state,
             )
@@ -127,6 +137,45 @@ class Facade:
         if isinstance(result, types.CallToolResult | types.InputRequiredResult):
             return _without_backend_identity(result)
         return error_result(f"Tool {params.name!r} returned a result vmcp cannot relay ({type(result).__name__}).")
+
+    async def _call_lean(
+        self,
+        ctx: ServerRequestContext[Any],
+        params: types.CallToolRequestParams,
+        connection: BackendConnection,
+        original: str,
+    ) -> Any:
+        """Relay over the backend's raw wire even for a handshake-era caller: the result dict goes
+        back as the backend sent it (less its serverInfo), with no model round trip."""
+        forwarded = params.model_dump(by_alias=True, mode="json", exclude_none=True)
+        forwarded["name"] = original
+        meta = _forward_meta(params.meta)
+        if meta:
+            forwarded["_meta"] = meta
+        else:
+            forwarded.pop("_meta", None)
+        capabilities = ctx.session.client_capabilities
+        try:
+            result = await connection.forward_tool_call(
+                forwarded,
+                caller_capabilities=capabilities.model_dump(by_alias=True, mode="json", exclude_none=True)
+                if capabilities is not None
+                else None,
+            )
+        except WireError as exc:
+            error = exc.error
+            raise MCPError(
+                code=int(error.get("code", types.INTERNAL_ERROR)),
+                message=str(error.get("message", "")),
+                data=error.get("data"),
+            ) from None
+        meta_out = result.get("_meta")
+        if isinstance(meta_out, dict) and _SERVER_INFO_KEY in meta_out:
+            rest = {k: v for k, v in meta_out.items() if k != _SERVER_INFO_KEY}
+            result = {k: v for k, v in result.items() if k != "_meta"}
+            if rest:
+                result["_meta"] = rest
+        return result
 
     # ------------------------------------------------------------------ prompts
 
@@ -214,11 +263,11 @@ def _has_progress_token(meta: types.RequestParamsMeta | None) -> bool:
 
 
 def _forward_meta(meta: types.RequestParamsMeta | None) -> dict[str, Any] | None:
-    """The caller's `_meta` minus its progress token: the backend gets a token of the SDK's own,
-    whose notifications are relayed back under the caller's."""
+    """The caller's `_meta` minus its progress token (the backend gets a token of the SDK's own,
+    whose notifications are relayed back under the caller's) and its protocol envelope."""
     if not meta:
         return None
-    forwarded = {k: v for k, v in meta.items() if k not in ("progress_token", _PROGRESS_TOKEN)}
+    forwarded = {k: v for k, v in meta.items() if k not in _NOT_FORWARDED}
     return forwarded or None
 
 
