@@ -16,11 +16,11 @@ from typing import Any, TypeVar
 
 import anyio
 import mcp_types as types
-from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 
 from vmcp.backends import BackendConnection, BackendPool, BackendUnavailable
 from vmcp.catalog import Catalog, CatalogError, build_catalog
