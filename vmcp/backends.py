@@ -10,6 +10,7 @@ in flight when it died.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import aiohttp
 import anyio
@@ -34,6 +35,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from vmcp.catalog import BackendListing
@@ -46,6 +48,17 @@ State = Literal["connecting", "ready", "down", "closed"]
 
 ListingChanged = Callable[[str], Awaitable[None]]
 
+
+class BackendEvents(Protocol):
+    """What a backend sends vmcp outside the answer to a call: the façade relays it to clients."""
+
+    async def log(self, backend: str, params: types.LoggingMessageNotificationParams) -> None: ...
+
+    async def ask_client(self, backend: str, request: types.InputRequest) -> Any: ...
+
+    async def resource_updated(self, backend: str, uri: str) -> None: ...
+
+
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     anyio.ClosedResourceError,
     anyio.BrokenResourceError,
@@ -55,6 +68,10 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
 )
 _LIST_PAGE_CAP = 50
+_FIRST_RETRY = 0.2
+_MAX_RETRY = 10.0
+_STABLE_SECONDS = 1.0
+_PROBE_INTERVAL = 1.0  # circuit breaker: calls fail fast this long after a failed reconnection
 
 
 def _package_version() -> str:
@@ -65,6 +82,11 @@ def _package_version() -> str:
 
 
 _T = TypeVar("_T")
+_LIST_CHANGED = (
+    types.ToolListChangedNotification,
+    types.PromptListChangedNotification,
+    types.ResourceListChangedNotification,
+)
 
 
 CLIENT_INFO = types.Implementation(name="vmcp", version=_package_version())
@@ -99,8 +121,16 @@ def resolve_command(command: str) -> str:
 
 
 class BackendConnection:
-    def __init__(self, config: BackendConfig, base_dir: Path, on_listing: ListingChanged | None = None) -> None:
+    def __init__(
+        self,
+        config: BackendConfig,
+        base_dir: Path,
+        on_listing: ListingChanged | None = None,
+        events: BackendEvents | None = None,
+    ) -> None:
         self.config = config
+        self.events = events
+        self._tasks: TaskGroup | None = None
         self.name = config.name
         self._base_dir = base_dir
         self._on_listing = on_listing
@@ -108,9 +138,13 @@ class BackendConnection:
         self._http: httpx2.AsyncClient | None = None
         self.wire: ModernHttpWire | None = None  # the lean tools/call path, when the backend allows it
         self._header_bound_tools: frozenset[str] = frozenset()
-        self._ready = anyio.Event()
+        self._subscriptions: set[str] = set()  # resource URIs clients follow through this backend
+        self._listeners: dict[str, anyio.CancelScope] = {}
         self._broken = anyio.Event()
         self._stop = anyio.Event()
+        self._wake = anyio.Event()
+        self._changed = anyio.Event()  # set (and replaced) on every state change
+        self._last_failure = -math.inf
         self.state: State = "connecting"
         self.last_error: str | None = None
         self.listing: BackendListing | None = None
@@ -120,85 +154,132 @@ class BackendConnection:
 
     # ------------------------------------------------------------------ supervision
 
+    def _set_state(self, state: State) -> None:
+        self.state = state
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
     async def run(self) -> None:
         """Connect, serve, reconnect; returns only when `close()` is called."""
-        delay = 0.2
+        delay = _FIRST_RETRY
         while not self._stop.is_set():
-            try:
-                # The deadline scope spans the client's whole life (the SDK's task groups must
-                # not outlive a scope opened inside them); it is lifted once connected.
-                with anyio.CancelScope(deadline=anyio.current_time() + self.config.connect_timeout) as deadline:
-                    async with AsyncExitStack() as stack:
-                        client = await self._connect(stack)
-                        self.listing = await self._list(client)
-                        deadline.deadline = math.inf
-                        self.wire = await self._make_wire(client, stack)
-                        self._client = client
-                        self.state, self.last_error = "ready", None
-                        self.connected_since = time.time()
-                        self._ready.set()
-                        self.settled.set()
-                        logger.info(
-                            "backend %s connected (%s, %d tools)",
-                            self.name,
-                            client.protocol_version,
-                            len(self.listing.tools),
-                        )
-                        if self._on_listing is not None:
-                            await self._on_listing(self.name)
-                        delay = 0.2
-                        await self._wait_broken_or_stopped()
-                if deadline.cancelled_caught:
-                    self.last_error = f"no answer within connect_timeout ({self.config.connect_timeout:g}s)"
-                    logger.warning("backend %s: %s", self.name, self.last_error)
-            except Exception as exc:
-                self.last_error = _describe(exc)
-                logger.warning("backend %s: %s", self.name, self.last_error)
-            except BaseException:
-                self._mark_closed()
-                raise
-            finally:
-                self._leave_ready()
-                self._broken = anyio.Event()
+            self._set_state("connecting")
+            started = time.monotonic()
+            was_ready = await self._serve_one_connection()
             self.settled.set()
             if self._stop.is_set():
                 break
-            self.state = "down"
+            if was_ready and time.monotonic() - started > _STABLE_SECONDS:
+                # a connection that served for a while and broke: reconnect at once, no backoff
+                delay = _FIRST_RETRY
+                self.reconnects += 1
+                continue
+            if not was_ready:
+                self._last_failure = time.monotonic()
             self.reconnects += 1
-            # wake early on close(); otherwise back off up to 10 s between attempts
+            self._wake = anyio.Event()
+            self._set_state("down")
+            # back off, but a call arriving meanwhile (or close()) starts the next attempt at once
             with anyio.move_on_after(delay):
-                await self._stop.wait()
-            delay = min(delay * 2, 10.0)
-            if not self._stop.is_set():
-                self.state = "connecting"
+                await _first_of(self._stop, self._wake)
+            delay = min(delay * 2, _MAX_RETRY)
         self._mark_closed()
 
-    def _leave_ready(self) -> None:
+    async def _serve_one_connection(self) -> bool:
+        """One connection's life: connect, list, serve until broken or stopped. True if it got ready."""
+        ready = False
+        try:
+            # The deadline scope spans the client's whole life (the SDK's task groups must not
+            # outlive a scope opened inside them); it is lifted once connected.
+            with anyio.CancelScope(deadline=anyio.current_time() + self.config.connect_timeout) as deadline:
+                async with AsyncExitStack() as stack:
+                    client = await self._connect(stack)
+                    self.listing = await self._list(client)
+                    self.wire = await self._make_wire(client, stack)
+                    deadline.deadline = math.inf
+                    self._client = client
+                    self.last_error = None
+                    self.connected_since = time.time()
+                    ready = True
+                    self._set_state("ready")
+                    self.settled.set()
+                    logger.info(
+                        "backend %s connected (%s, %d tools)",
+                        self.name,
+                        client.protocol_version,
+                        len(self.listing.tools),
+                    )
+                    if self._on_listing is not None:
+                        await self._on_listing(self.name)
+                    async with anyio.create_task_group() as group:
+                        self._tasks = group
+                        group.start_soon(self._health_loop, client)
+                        await self._follow_changes(client)
+                        await _first_of(self._broken, self._stop)
+                        group.cancel_scope.cancel()
+                    self._tasks = None
+                    self._listeners.clear()
+            if deadline.cancelled_caught:
+                self.last_error = f"no answer within connect_timeout ({self.config.connect_timeout:g}s)"
+                logger.warning("backend %s: %s", self.name, self.last_error)
+        except Exception as exc:
+            self.last_error = _describe(exc)
+            logger.warning("backend %s: %s", self.name, self.last_error)
+        except BaseException:
+            self._mark_closed()
+            raise
+        finally:
+            self._client = None
+            self.wire = None
+            self._broken = anyio.Event()
+        return ready
+
+    async def _follow_changes(self, client: Client) -> None:
+        """After (re)connecting: follow list changes of a 2026-07-28 backend (handshake-era ones
+        send them as notifications) and re-establish every resource subscription."""
+        caps = client.server_capabilities
+        if client.protocol_version in MODERN_PROTOCOL_VERSIONS and self._tasks is not None:
+            wanted = {
+                "tools_list_changed": bool(caps.tools and caps.tools.list_changed),
+                "prompts_list_changed": bool(caps.prompts and caps.prompts.list_changed),
+                "resources_list_changed": bool(caps.resources and caps.resources.list_changed),
+            }
+            if any(wanted.values()):
+                self._tasks.start_soon(self._listen, client, anyio.CancelScope(), wanted)
+        for uri in sorted(self._subscriptions):
+            try:
+                await self._follow(client, uri)
+            except Exception as exc:
+                logger.warning("backend %s: re-subscribing %s failed: %s", self.name, uri, _describe(exc))
+
+    async def _health_loop(self, client: Client) -> None:
+        """Ping every `health_interval`: a backend that stopped answering is reconnected (and its
+        calls fail fast meanwhile) even when no call is there to notice."""
+        interval = self.config.health_interval
+        if interval <= 0:
+            return
+        while True:
+            await anyio.sleep(interval)
+            try:
+                with anyio.fail_after(min(self.config.timeout, 10.0)):
+                    await client.session.send_ping()
+            except Exception as exc:  # any failure to answer a ping means the connection is gone
+                self.last_error = f"health check failed: {_describe(exc)}"
+                logger.warning("backend %s: %s", self.name, self.last_error)
+                self._mark_broken()
+                return
+
+    def _mark_broken(self) -> None:
         """Stop handing out the current client at once; new calls wait for the next one."""
         if self._client is not None:
             self._client = None
             self.wire = None
-            self.state = "connecting"
-            self._ready = anyio.Event()
-
-    def _mark_broken(self) -> None:
-        self._leave_ready()
+            self._set_state("connecting")
         self._broken.set()
 
     def _mark_closed(self) -> None:
         self.settled.set()
-        self.state = "closed"
-        self._ready.set()  # release waiters; they see the closed state
-
-    async def _wait_broken_or_stopped(self) -> None:
-        async with anyio.create_task_group() as group:
-
-            async def stop_on(event: anyio.Event) -> None:
-                await event.wait()
-                group.cancel_scope.cancel()
-
-            group.start_soon(stop_on, self._broken)
-            group.start_soon(stop_on, self._stop)
+        self._set_state("closed")
 
     async def _connect(self, stack: AsyncExitStack) -> Client:
         config = self.config
@@ -225,10 +306,54 @@ class BackendConnection:
             assert config.url is not None
             transport = sse_client(config.url, headers=dict(config.headers) or None, timeout=config.connect_timeout)
         client = Client(
-            transport, mode=config.protocol, read_timeout_seconds=config.timeout, cache=None, client_info=CLIENT_INFO
+            transport,
+            mode=config.protocol,
+            read_timeout_seconds=config.timeout,
+            cache=None,
+            client_info=CLIENT_INFO,
+            logging_callback=self._on_log,
+            sampling_callback=self._on_sampling,
+            elicitation_callback=self._on_elicitation,
+            list_roots_callback=self._on_list_roots,
+            message_handler=self._on_message,
         )
         await stack.enter_async_context(client)
         return client
+
+    # ------------------------------------------------------------------ backend-initiated traffic
+    # The SDK runs these in the context of the client request they arrived for (see vmcp.relay).
+
+    async def _on_log(self, params: types.LoggingMessageNotificationParams) -> None:
+        if self.events is not None:
+            await self.events.log(self.name, params)
+
+    async def _ask(self, request: types.InputRequest) -> Any:
+        if self.events is None:
+            return types.ErrorData(code=types.INVALID_REQUEST, message="vmcp has no client to ask")
+        return await self.events.ask_client(self.name, request)
+
+    async def _on_sampling(self, context: Any, params: types.CreateMessageRequestParams) -> Any:
+        return await self._ask(types.CreateMessageRequest(params=params))
+
+    async def _on_elicitation(self, context: Any, params: types.ElicitRequestParams) -> Any:
+        return await self._ask(types.ElicitRequest(params=params))
+
+    async def _on_list_roots(self, context: Any) -> Any:
+        return await self._ask(types.ListRootsRequest())
+
+    async def _on_message(self, message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            if self.events is not None:
+                await self.events.resource_updated(self.name, str(message.params.uri))
+        elif isinstance(message, _LIST_CHANGED) and self._tasks is not None:
+            # re-list outside the receive loop: the listing's answers arrive through it
+            self._tasks.start_soon(self._refresh_quietly)
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.refresh_listing()
+        except Exception as exc:
+            logger.warning("backend %s: re-listing after list_changed failed: %s", self.name, _describe(exc))
 
     async def _make_wire(self, client: Client, stack: AsyncExitStack) -> ModernHttpWire | None:
         if self.config.transport != "streamable-http":
@@ -299,16 +424,30 @@ class BackendConnection:
     # ------------------------------------------------------------------ calls
 
     async def _ready_client(self) -> Client:
-        if self._client is not None and self.state == "ready":
-            return self._client
-        if self.state == "closed":
-            raise BackendUnavailable(f"backend {self.name!r} is shut down")
+        """The live client, waiting (bounded by connect_timeout) for a reconnection in progress.
+
+        A circuit breaker: while the backend is down, a call triggers one immediate reconnection
+        attempt and waits for its outcome, but within a second of a failed attempt calls fail
+        fast with the last error instead of piling up.
+        """
+        client = self._client
+        if client is not None and self.state == "ready":
+            return client
         with anyio.move_on_after(self.config.connect_timeout):
-            await self._ready.wait()
-        if self._client is None or self.state != "ready":
-            reason = f": {self.last_error}" if self.last_error else ""
-            raise BackendUnavailable(f"backend {self.name!r} is unavailable ({self.state}){reason}")
-        return self._client
+            while True:
+                client = self._client
+                if client is not None and self.state == "ready":
+                    return client
+                if self.state == "closed":
+                    raise BackendUnavailable(f"backend {self.name!r} is shut down")
+                changed = self._changed
+                if self.state == "down":
+                    if time.monotonic() - self._last_failure < _PROBE_INTERVAL:
+                        break
+                    self._wake.set()
+                await changed.wait()
+        reason = f": {self.last_error}" if self.last_error else ""
+        raise BackendUnavailable(f"backend {self.name!r} is unavailable ({self.state}){reason}")
 
     async def _guard(self, call: Awaitable[_T]) -> _T:
         """Turn connection-level failures into BackendUnavailable and schedule a reconnect.
@@ -358,19 +497,43 @@ class BackendConnection:
         )
 
     async def get_prompt(
-        self, name: str, arguments: dict[str, str] | None, *, meta: dict[str, Any] | None = None
+        self,
+        name: str,
+        arguments: dict[str, str] | None,
+        *,
+        meta: dict[str, Any] | None = None,
+        input_responses: types.InputResponses | None = None,
+        request_state: str | None = None,
     ) -> types.GetPromptResult | types.InputRequiredResult:
         client = await self._ready_client()
         return await self._guard(
-            client.session.get_prompt(name, arguments, meta=meta, allow_input_required=True)  # type: ignore[arg-type]
+            client.session.get_prompt(  # type: ignore[call-overload]
+                name,
+                arguments,
+                meta=cast(types.RequestParamsMeta | None, meta),
+                input_responses=input_responses,
+                request_state=request_state,
+                allow_input_required=True,
+            )
         )
 
     async def read_resource(
-        self, uri: str, *, meta: dict[str, Any] | None = None
+        self,
+        uri: str,
+        *,
+        meta: dict[str, Any] | None = None,
+        input_responses: types.InputResponses | None = None,
+        request_state: str | None = None,
     ) -> types.ReadResourceResult | types.InputRequiredResult:
         client = await self._ready_client()
         return await self._guard(
-            client.session.read_resource(uri, meta=meta, allow_input_required=True)  # type: ignore[arg-type]
+            client.session.read_resource(  # type: ignore[call-overload]
+                uri,
+                meta=cast(types.RequestParamsMeta | None, meta),
+                input_responses=input_responses,
+                request_state=request_state,
+                allow_input_required=True,
+            )
         )
 
     async def complete(
@@ -381,6 +544,73 @@ class BackendConnection:
     ) -> types.CompleteResult:
         client = await self._ready_client()
         return await self._guard(client.session.complete(ref, argument, context_arguments))
+
+    @property
+    def is_modern(self) -> bool:
+        """Whether the live connection speaks the 2026-07-28 revision."""
+        client = self._client
+        return client is not None and client.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+    async def set_logging_level(self, level: types.LoggingLevel) -> None:
+        """Handshake-era backends take the level per connection; 2026-07-28 ones per request."""
+        client = await self._ready_client()
+        if not self.is_modern and client.server_capabilities.logging is not None:
+            await self._guard(client.session.set_logging_level(level))
+
+    async def subscribe(self, uri: str) -> None:
+        """Follow a resource. Kept across reconnections; a 2026-07-28 backend is followed through a
+        `subscriptions/listen` stream, a handshake-era one with resources/subscribe."""
+        client = await self._ready_client()
+        self._subscriptions.add(uri)
+        try:
+            await self._guard(self._follow(client, uri))
+        except BaseException:
+            self._subscriptions.discard(uri)
+            raise
+
+    async def unsubscribe(self, uri: str) -> None:
+        self._subscriptions.discard(uri)
+        listener = self._listeners.pop(uri, None)
+        if listener is not None:
+            listener.cancel()
+            return
+        client = await self._ready_client()
+        if not self.is_modern:
+            await self._guard(client.session.unsubscribe_resource(uri))
+
+    async def _follow(self, client: Client, uri: str) -> None:
+        if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            await client.session.subscribe_resource(uri)  # type: ignore[deprecated]
+            return
+        if uri in self._listeners or self._tasks is None:
+            return
+        scope = anyio.CancelScope()
+        self._listeners[uri] = scope
+        await self._tasks.start(self._listen, client, scope, {"resource_subscriptions": [uri]})
+
+    async def _listen(
+        self,
+        client: Client,
+        scope: anyio.CancelScope,
+        what: dict[str, Any],
+        *,
+        task_status: Any = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Relay a 2026-07-28 backend's change events (resource updates, list changes)."""
+        with scope:
+            try:
+                async with client.listen(**what) as subscription:
+                    task_status.started()
+                    async for event in subscription:
+                        if isinstance(event, ResourceUpdated):
+                            if self.events is not None:
+                                await self.events.resource_updated(self.name, event.uri)
+                        elif self._tasks is not None:
+                            self._tasks.start_soon(self._refresh_quietly)
+            except Exception as exc:
+                logger.info("backend %s: change stream %s ended: %s", self.name, what, _describe(exc))
+                with contextlib.suppress(RuntimeError):  # already started: the error is only logged
+                    task_status.started()
 
     async def ping(self) -> None:
         client = await self._ready_client()
@@ -409,6 +639,11 @@ class BackendPool(AbstractAsyncContextManager["BackendPool"]):
         self, backends: Sequence[BackendConfig], base_dir: Path, on_listing: ListingChanged | None = None
     ) -> None:
         self.connections = {b.name: BackendConnection(b, base_dir, on_listing) for b in backends}
+
+    def relay_to(self, events: BackendEvents) -> None:
+        """Send backend-initiated traffic (logs, sampling, elicitation, updates) to `events`."""
+        for connection in self.connections.values():
+            connection.events = events
         self._group: TaskGroup | None = None
 
     async def __aenter__(self) -> BackendPool:
@@ -458,6 +693,17 @@ async def _all_pages(fetch: Callable[..., Awaitable[Any]], attribute: str) -> li
         if not cursor:
             break
     return items
+
+
+async def _first_of(*events: anyio.Event) -> None:
+    async with anyio.create_task_group() as group:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            group.cancel_scope.cancel()
+
+        for event in events:
+            group.start_soon(wait, event)
 
 
 def _describe(exc: BaseException) -> str:

@@ -68,6 +68,7 @@ class BackendConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     timeout: Seconds = 30.0
     connect_timeout: Seconds = 20.0
+    health_interval: Seconds = 10.0  # ping period; a backend that stops answering is reconnected (0: off)
     # How to negotiate with the backend: `auto` asks for the 2026-07-28 revision and falls back
     # to the initialize handshake; `legacy` always uses the handshake; a version pins it.
     protocol: Literal["auto", "legacy", "2026-07-28"] = "auto"

@@ -10,21 +10,29 @@ working while Temporal is down.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import anyio
 import mcp_types as types
 from mcp.server import Server
 from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import NotificationOptions
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
-from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    LOG_LEVEL_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
+)
 
 from vmcp.backends import BackendConnection, BackendPool, BackendUnavailable
 from vmcp.catalog import Catalog, CatalogError, build_catalog
 from vmcp.config import VmcpConfig
+from vmcp.relay import Relay, calling, is_modern, resolve_input_required
 from vmcp.wire import WireError
 
 logger = logging.getLogger(__name__)
@@ -54,7 +62,9 @@ class Facade:
         self.catalog_error: CatalogError | None = None
         self._tools_result = types.ListToolsResult(tools=[])
         self._refresh_lock = anyio.Lock()
-        self.server: Server[Any] = Server(
+        self.relay = Relay()
+        pool.relay_to(self.relay)
+        self.server: Server[Any] = _AnnouncingServer(
             "vmcp",
             version=_version(),
             instructions="vmcp aggregates several MCP servers behind one endpoint.",
@@ -67,10 +77,20 @@ class Facade:
             on_list_resource_templates=self._list_resource_templates,
             on_read_resource=self._read_resource,
             on_completion=self._complete,
+            on_subscribe_resource=self._subscribe,
+            on_unsubscribe_resource=self._unsubscribe,
         )
+        # Registered directly rather than as on_set_logging_level, which warns that logging is
+        # deprecated at 2026-07-28: handshake-era clients still use it, and vmcp relays it.
+        self.server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self._set_level)
         # The SDK's per-message OpenTelemetry middleware costs ~10% of a forwarded call even with
-        # no exporter installed; vmcp traces on its own terms.
-        self.server.middleware = []
+        # no exporter installed; vmcp traces on its own terms. Its own middleware only notes
+        # handshake-era sessions, to tell them when the catalogue changes.
+        self.server.middleware = [self._note_session]
+
+    async def _note_session(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
+        self.relay.seen(ctx)
+        return await call_next(ctx)
 
     # ------------------------------------------------------------------ catalogue
 
@@ -94,8 +114,15 @@ class Facade:
         return catalog
 
     async def on_listing_changed(self, backend: str) -> None:
+        """A backend (re)connected or re-listed: rebuild, and tell connected clients what changed."""
         async with self._refresh_lock:
-            self.rebuild()
+            before = self.catalog
+            after = self.rebuild()
+            await self.relay.announce(
+                tools=before.tools != after.tools,
+                prompts=before.prompts != after.prompts,
+                resources=(before.resources, before.resource_templates) != (after.resources, after.resource_templates),
+            )
 
     def _input_schema(self, name: str) -> Mapping[str, Any] | None:
         tool = self.catalog.tool(name)
@@ -110,23 +137,36 @@ class Facade:
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult | types.InputRequiredResult:
+    ) -> Any:  # CallToolResult | InputRequiredResult, or the backend's raw result dict
         route = self.catalog.tool_routes.get(params.name)
         if route is None:
             return error_result(f"Unknown tool {params.name!r}: no backend offers it (see tools/list).")
         progress = _has_progress_token(params.meta)
         try:
             connection = self.pool.get(route.backend)
-            if not progress and connection.takes_lean_path(route.original):
-                return await self._call_lean(ctx, params, connection, route.original)
-            result = await connection.call_tool(
-                route.original,
-                params.arguments,
-                meta=_forward_meta(params.meta),
-                progress=_progress_relay(ctx) if progress else None,
-                input_responses=params.input_responses,
-                request_state=params.request_state,
-            )
+            meta = self._backend_meta(ctx, params.meta, connection)
+
+            async def call(responses: types.InputResponses | None, state: str | None) -> Any:
+                with calling(ctx):
+                    return await connection.call_tool(
+                        route.original,
+                        params.arguments,
+                        meta=meta,
+                        progress=_progress_relay(ctx) if progress else None,
+                        input_responses=responses,
+                        request_state=state,
+                    )
+
+            if not progress and not self._wants_log(ctx, params.meta) and connection.takes_lean_path(route.original):
+                raw = await self._call_lean(ctx, params, connection, route.original)
+                if is_modern(ctx) or raw.get("resultType") != "input_required":
+                    return raw
+                # a handshake-era caller cannot take an InputRequiredResult: ask it mid-call instead
+                result = await resolve_input_required(ctx, types.InputRequiredResult.model_validate(raw), call)
+            else:
+                result = await call(params.input_responses, params.request_state)
+                if isinstance(result, types.InputRequiredResult) and not is_modern(ctx):
+                    result = await resolve_input_required(ctx, result, call)
         except BackendUnavailable as exc:
             return error_result(f"Tool {params.name!r} failed: {exc}")
         except MCPError:
@@ -138,13 +178,34 @@ class Facade:
             return _without_backend_identity(result)
         return error_result(f"Tool {params.name!r} returned a result vmcp cannot relay ({type(result).__name__}).")
 
+    def _wants_log(self, ctx: ServerRequestContext[Any], meta: types.RequestParamsMeta | None) -> bool:
+        """Whether the caller wants this call's log notifications (then it needs the SDK client,
+        which delivers them; the lean wire drops them)."""
+        if is_modern(ctx):
+            return bool(meta) and LOG_LEVEL_META_KEY in meta  # type: ignore[operator]
+        return self.relay.level_of(ctx) is not None
+
+    def _backend_meta(
+        self, ctx: ServerRequestContext[Any], meta: types.RequestParamsMeta | None, connection: BackendConnection
+    ) -> dict[str, Any] | None:
+        """The `_meta` a backend gets: the caller's, less its envelope; a 2026-07-28 backend also
+        gets a handshake-era caller's log level as the per-request opt-in."""
+        forwarded = _forward_meta(meta) or {}
+        if connection.is_modern:
+            level = self.relay.level_of(ctx)
+            if level is not None and not is_modern(ctx):
+                forwarded[LOG_LEVEL_META_KEY] = level
+        else:
+            forwarded.pop(LOG_LEVEL_META_KEY, None)
+        return forwarded or None
+
     async def _call_lean(
         self,
         ctx: ServerRequestContext[Any],
         params: types.CallToolRequestParams,
         connection: BackendConnection,
         original: str,
-    ) -> Any:
+    ) -> dict[str, Any]:
         """Relay over the backend's raw wire even for a handshake-era caller: the result dict goes
         back as the backend sent it (less its serverInfo), with no model round trip."""
         forwarded = params.model_dump(by_alias=True, mode="json", exclude_none=True)
@@ -186,14 +247,20 @@ class Facade:
 
     async def _get_prompt(
         self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams
-    ) -> types.GetPromptResult | types.InputRequiredResult:
+    ) -> Any:  # GetPromptResult | InputRequiredResult
         route = self.catalog.prompt_routes.get(params.name)
         if route is None:
             raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown prompt {params.name!r}")
-        return await _relay(
-            self.pool.get(route.backend).get_prompt(route.original, params.arguments, meta=_forward_meta(params.meta)),
-            f"prompt {params.name!r}",
-        )
+        connection = self.pool.get(route.backend)
+        meta = self._backend_meta(ctx, params.meta, connection)
+
+        async def get(responses: types.InputResponses | None, state: str | None) -> Any:
+            with calling(ctx):
+                return await connection.get_prompt(
+                    route.original, params.arguments, meta=meta, input_responses=responses, request_state=state
+                )
+
+        return await self._answer(ctx, get, params.input_responses, params.request_state, f"prompt {params.name!r}")
 
     # ------------------------------------------------------------------ resources
 
@@ -209,14 +276,86 @@ class Facade:
 
     async def _read_resource(
         self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams
-    ) -> types.ReadResourceResult | types.InputRequiredResult:
+    ) -> Any:  # ReadResourceResult | InputRequiredResult
         backend = self.catalog.resource_backend(params.uri)
         if backend is None:
             raise MCPError(code=_RESOURCE_NOT_FOUND, message=f"Unknown resource {params.uri}")
-        return await _relay(
-            self.pool.get(backend).read_resource(params.uri, meta=_forward_meta(params.meta)),
-            f"resource {params.uri}",
-        )
+        connection = self.pool.get(backend)
+        meta = self._backend_meta(ctx, params.meta, connection)
+
+        async def read(responses: types.InputResponses | None, state: str | None) -> Any:
+            with calling(ctx):
+                return await connection.read_resource(
+                    params.uri, meta=meta, input_responses=responses, request_state=state
+                )
+
+        return await self._answer(ctx, read, params.input_responses, params.request_state, f"resource {params.uri}")
+
+    async def _answer(
+        self,
+        ctx: ServerRequestContext[Any],
+        call: Any,
+        responses: types.InputResponses | None,
+        state: str | None,
+        what: str,
+    ) -> Any:
+        """Run a prompts/get or resources/read against its backend: an unreachable backend is an
+        MCP error, and a handshake-era caller gets a backend's input requests asked mid-call."""
+        try:
+            result = await call(responses, state)
+            if isinstance(result, types.InputRequiredResult) and not is_modern(ctx):
+                result = await resolve_input_required(ctx, result, call)
+        except BackendUnavailable as exc:
+            raise MCPError(code=types.INTERNAL_ERROR, message=f"{what}: {exc}") from exc
+        return _without_backend_identity(result)
+
+    # ------------------------------------------------------------------ subscriptions, logging
+
+    async def _subscribe(
+        self, ctx: ServerRequestContext[Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        backend = self._owner_of(params.uri)
+        if self.relay.subscribe(ctx, params.uri):
+            try:
+                with calling(ctx):
+                    await self.pool.get(backend).subscribe(params.uri)
+            except BackendUnavailable as exc:
+                self.relay.unsubscribe(ctx, params.uri)
+                raise MCPError(code=types.INTERNAL_ERROR, message=f"subscribe {params.uri}: {exc}") from exc
+            except MCPError:
+                self.relay.unsubscribe(ctx, params.uri)
+                raise
+        return types.EmptyResult()
+
+    async def _unsubscribe(
+        self, ctx: ServerRequestContext[Any], params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        backend = self._owner_of(params.uri)
+        if self.relay.unsubscribe(ctx, params.uri):
+            try:
+                await self.pool.get(backend).unsubscribe(params.uri)
+            except BackendUnavailable as exc:
+                raise MCPError(code=types.INTERNAL_ERROR, message=f"unsubscribe {params.uri}: {exc}") from exc
+        return types.EmptyResult()
+
+    def _owner_of(self, uri: str) -> str:
+        backend = self.catalog.resource_backend(uri)
+        if backend is None:
+            raise MCPError(code=_RESOURCE_NOT_FOUND, message=f"Unknown resource {uri}")
+        return backend
+
+    async def _set_level(
+        self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams
+    ) -> types.EmptyResult:
+        """Remember the caller's level (vmcp filters what it relays to this client) and pass it to
+        every handshake-era backend that logs. Backend connections are shared, so a backend sends at
+        the level the latest client asked for; vmcp's own filter keeps each client at its own."""
+        self.relay.set_level(ctx, params.level)
+        for connection in self.pool.connections.values():
+            if connection.state == "ready":
+                with contextlib.suppress(Exception):  # a backend without logging must not fail the call
+                    await connection.set_logging_level(params.level)
+        return types.EmptyResult()
 
     async def _complete(
         self, ctx: ServerRequestContext[Any], params: types.CompleteRequestParams
@@ -234,16 +373,11 @@ class Facade:
             backend = found
         context = params.context.arguments if params.context is not None else None
         argument = {"name": params.argument.name, "value": params.argument.value}
-        return await _relay(self.pool.get(backend).complete(ref, argument, context), "completion")
-
-
-async def _relay(call: Awaitable[_R], what: str) -> _R:
-    """Await a non-tool backend request; an unreachable backend becomes an MCP error."""
-    try:
-        result = await call
-        return _without_backend_identity(result) if isinstance(result, types.Result) else result  # type: ignore[return-value]
-    except BackendUnavailable as exc:
-        raise MCPError(code=types.INTERNAL_ERROR, message=f"{what}: {exc}") from exc
+        try:
+            with calling(ctx):
+                return await self.pool.get(backend).complete(ref, argument, context)
+        except BackendUnavailable as exc:
+            raise MCPError(code=types.INTERNAL_ERROR, message=f"completion: {exc}") from exc
 
 
 _SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
@@ -279,6 +413,18 @@ def _progress_relay(ctx: ServerRequestContext[Any]) -> ProgressFnT:
             logger.debug("progress relay failed", exc_info=True)
 
     return relay
+
+
+class _AnnouncingServer(Server[Any]):
+    """Declares `listChanged` for tools, prompts and resources: vmcp tells handshake-era clients
+    when a backend comes, goes or changes what it offers."""
+
+    def create_initialization_options(self, *args: Any, **kwargs: Any) -> Any:
+        if not args and "notification_options" not in kwargs:
+            kwargs["notification_options"] = NotificationOptions(
+                prompts_changed=True, resources_changed=True, tools_changed=True
+            )
+        return super().create_initialization_options(*args, **kwargs)
 
 
 def _version() -> str:

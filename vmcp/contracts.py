@@ -1,0 +1,79 @@
+"""The names and payloads that cross the Temporal boundary.
+
+Pure (standard library only): workflows import this module through the sandbox, the façade
+starts runs by these names, and activities are registered under them. Every name here is part
+of the durable contract — a run in flight replays against them — so they are never renamed;
+payloads only ever gain optional fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+COMPOSITE_WORKFLOW = "vmcp.CompositeTool"
+"""Workflow type of a composite-tool run (the interpreter in `workflows/`)."""
+
+CALL_BACKEND_TOOL = "vmcp.call_backend_tool"
+"""Activity type of one backend tool call made by a composite step."""
+
+# Custom search attributes (`vmcp dev` registers them on its dev server; production clusters
+# need `temporal operator search-attribute create` once).
+SEARCH_ATTRIBUTE_TOOL = "VmcpTool"
+"""Keyword: the composite tool a run executes."""
+SEARCH_ATTRIBUTE_STATUS = "VmcpStatus"
+"""Keyword: running | awaiting_approval | awaiting_input | completed | failed."""
+SEARCH_ATTRIBUTE_PENDING_APPROVAL = "VmcpPendingApproval"
+"""Bool: true exactly while an approval gate waits."""
+
+SEARCH_ATTRIBUTES: dict[str, str] = {
+    SEARCH_ATTRIBUTE_TOOL: "Keyword",
+    SEARCH_ATTRIBUTE_STATUS: "Keyword",
+    SEARCH_ATTRIBUTE_PENDING_APPROVAL: "Bool",
+}
+"""Every custom search attribute vmcp uses, with its Temporal type name."""
+
+IDEMPOTENCY_META_KEY = "io.vmcp/idempotency-key"
+"""The `_meta` key carrying `<workflow id>/<step id>[/<item index>]` on every step call: an
+activity may run twice after a crash, and a backend that honours the key runs the effect once."""
+
+
+@dataclass(frozen=True)
+class CallBackendToolInput:
+    """One step's call: which backend tool, with what arguments, under which idempotency key.
+
+    Secrets never appear here (they live in history): the worker resolves the backend's
+    credentials from its own configuration by `backend` name.
+    """
+
+    backend: str
+    tool: str  # the backend's original tool name, not the advertised one
+    arguments: dict[str, Any]
+    idempotency_key: str
+    step_id: str | None = None
+    timeout_seconds: float | None = None  # bounds one attempt; None = the backend's `timeout`
+
+
+@dataclass(frozen=True)
+class CallBackendToolOutput:
+    """The backend's `CallToolResult`, as plain JSON.
+
+    A tool that failed (`isError`) is returned, not raised: whether that fails the step, is
+    retried or is tolerated (`on_error: continue`) is the workflow's decision.
+    """
+
+    content: list[dict[str, Any]] = field(default_factory=list)
+    structured_content: dict[str, Any] | None = None
+    is_error: bool = False
+    text: str = ""  # every text content block, joined by newlines
+
+
+# `ApplicationError.type` values raised by the backend-call activity, so workflows and the Web UI
+# can tell why a step failed. Retryable: the backend may answer next time. Non-retryable: the call
+# itself is wrong, and sending it again cannot help.
+ERROR_BACKEND_UNAVAILABLE = "BackendUnavailable"  # retryable: down, reconnecting or timed out
+ERROR_UNKNOWN_BACKEND = "UnknownBackend"  # retryable: another worker may carry a newer config
+ERROR_BACKEND_PROTOCOL = "BackendProtocolError"  # retryable: any other JSON-RPC error
+ERROR_INVALID_PARAMS = "InvalidParams"  # non-retryable: unknown tool or rejected arguments
+ERROR_METHOD_NOT_FOUND = "MethodNotFound"  # non-retryable: the backend has no tools/call
+ERROR_INPUT_REQUIRED = "InputRequired"  # non-retryable: the tool asked for input a step cannot give
