@@ -56,15 +56,25 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
     security = security_settings(config)
     manager = StreamableHTTPSessionManager(app=facade.server, security_settings=security)
     mcp_endpoint = LeanToolCalls(StreamableHTTPASGIApp(manager), facade, security)
-    state: dict[str, Any] = {"ready": False}
+    state: dict[str, Any] = {"ready": False, "prepared": False}
+
+    async def prepare() -> None:
+        """Wait for every backend's first connection attempt and build the catalogue."""
+        if state["prepared"]:
+            return
+        await the_pool.wait_settled(_SETTLE_SECONDS)
+        facade.rebuild(initial=True)
+        state["prepared"] = True
+        if facade.catalog_error is not None and config.aggregation.conflict_resolution == "manual":
+            # `manual` is the operator's promise that every clash is settled: hold them to it
+            raise StartupRefused(str(facade.catalog_error))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             if owned_pool:
                 await stack.enter_async_context(the_pool)
-            await the_pool.wait_settled(_SETTLE_SECONDS)
-            facade.rebuild()
+            await prepare()
             await stack.enter_async_context(manager.run())
             state["ready"] = True
             logger.info(
@@ -108,7 +118,12 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
     )
     app.state.facade = facade
     app.state.lean = mcp_endpoint
+    app.state.prepare = prepare
     return _McpFirst(app, config.server.path, mcp_endpoint)
+
+
+class StartupRefused(Exception):
+    """The façade would not start (e.g. an unresolved name clash under `manual`)."""
 
 
 class _McpFirst:
@@ -131,16 +146,30 @@ class _McpFirst:
 async def serve(
     config: VmcpConfig, *, host: str | None = None, port: int | None = None, pool: BackendPool | None = None
 ) -> None:
-    """Run the façade until cancelled or interrupted."""
-    app = create_app(config, pool)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=host or config.server.host,
-            port=port if port is not None else config.server.port,
-            log_level="warning",
-            lifespan="on",
-            access_log=False,
-        )
-    )
-    await server.serve()
+    """Run the façade until cancelled or interrupted; StartupRefused when it must not start."""
+    refused: StartupRefused | None = None
+    async with contextlib.AsyncExitStack() as stack:
+        if pool is None:
+            pool = await stack.enter_async_context(BackendPool(config.backends, config.base_dir))
+        app = create_app(config, pool)
+        # backends and catalogue first, so a refusal is a clean error rather than a failed lifespan
+        try:
+            await app.state.prepare()  # type: ignore[attr-defined]
+        except StartupRefused as exc:
+            refused = exc  # raised once the pool is closed, outside its task group
+        if refused is None:
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    host=host or config.server.host,
+                    port=port if port is not None else config.server.port,
+                    log_level="warning",
+                    lifespan="on",
+                    access_log=False,
+                )
+            )
+            await server.serve()
+            if not server.started and not server.should_exit:
+                refused = StartupRefused(f"could not serve on {server.config.host}:{server.config.port}")
+    if refused is not None:
+        raise refused

@@ -71,7 +71,8 @@ _LIST_PAGE_CAP = 50
 _FIRST_RETRY = 0.2
 _MAX_RETRY = 10.0
 _STABLE_SECONDS = 1.0
-_PROBE_INTERVAL = 1.0  # circuit breaker: calls fail fast this long after a failed reconnection
+# A handshake-era HTTP backend that restarted no longer knows our Mcp-Session-Id (HTTP 404).
+_SESSION_GONE = frozenset({"Session not found", "Session terminated"})
 
 
 def _package_version() -> str:
@@ -262,8 +263,12 @@ class BackendConnection:
             await anyio.sleep(interval)
             try:
                 with anyio.fail_after(min(self.config.timeout, 10.0)):
-                    await client.session.send_ping()
-            except Exception as exc:  # any failure to answer a ping means the connection is gone
+                    if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                        # `ping` is gone at 2026-07-28 (METHOD_NOT_FOUND); tools/list exists in both eras
+                        await client.session.list_tools()
+                    else:
+                        await client.session.send_ping()
+            except Exception as exc:  # any failure to answer means the connection is gone
                 self.last_error = f"health check failed: {_describe(exc)}"
                 logger.warning("backend %s: %s", self.name, self.last_error)
                 self._mark_broken()
@@ -433,6 +438,7 @@ class BackendConnection:
         client = self._client
         if client is not None and self.state == "ready":
             return client
+        asked = time.monotonic()
         with anyio.move_on_after(self.config.connect_timeout):
             while True:
                 client = self._client
@@ -442,9 +448,9 @@ class BackendConnection:
                     raise BackendUnavailable(f"backend {self.name!r} is shut down")
                 changed = self._changed
                 if self.state == "down":
-                    if time.monotonic() - self._last_failure < _PROBE_INTERVAL:
-                        break
-                    self._wake.set()
+                    if self._last_failure > asked:
+                        break  # an attempt made since this call arrived failed: answer now
+                    self._wake.set()  # end the back-off: attempt now, and share it with other callers
                 await changed.wait()
         reason = f": {self.last_error}" if self.last_error else ""
         raise BackendUnavailable(f"backend {self.name!r} is unavailable ({self.state}){reason}")
@@ -458,7 +464,9 @@ class BackendConnection:
         try:
             return await call
         except MCPError as exc:
-            if exc.error.code == types.CONNECTION_CLOSED:
+            if exc.error.code == types.CONNECTION_CLOSED or (
+                exc.error.code == types.INVALID_REQUEST and exc.error.message in _SESSION_GONE
+            ):
                 self._mark_broken()
                 raise BackendUnavailable(f"backend {self.name!r} closed the connection; reconnecting") from exc
             if exc.error.code == types.REQUEST_TIMEOUT:
@@ -639,12 +647,12 @@ class BackendPool(AbstractAsyncContextManager["BackendPool"]):
         self, backends: Sequence[BackendConfig], base_dir: Path, on_listing: ListingChanged | None = None
     ) -> None:
         self.connections = {b.name: BackendConnection(b, base_dir, on_listing) for b in backends}
+        self._group: TaskGroup | None = None
 
     def relay_to(self, events: BackendEvents) -> None:
         """Send backend-initiated traffic (logs, sampling, elicitation, updates) to `events`."""
         for connection in self.connections.values():
             connection.events = events
-        self._group: TaskGroup | None = None
 
     async def __aenter__(self) -> BackendPool:
         self._group = anyio.create_task_group()

@@ -125,13 +125,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    from vmcp.app import serve
+    from vmcp.app import StartupRefused, serve
 
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     print(f"vmcp façade: http://{host}:{port}{config.server.path}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        anyio.run(lambda: serve(config, host=host, port=port), backend_options=event_loop_options())
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            anyio.run(lambda: serve(config, host=host, port=port), backend_options=event_loop_options())
+    except StartupRefused as exc:
+        print(f"vmcp serve: not starting:\n{exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -209,6 +213,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = args.func(args)
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        # the reader went away (`vmcp tools | head`): stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
     _exit(code)
 
 

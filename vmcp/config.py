@@ -202,14 +202,17 @@ def _suggestion(loc: Sequence[str | int], data: Any) -> str:
     if not loc or not isinstance(loc[-1], str):
         return ""
     model: type[BaseModel] | None = VmcpConfig
+    keyed = False  # the previous field was a mapping: this part is one of its keys (a backend name)
     for part in loc[:-1]:
         if model is None:
             return ""
-        if isinstance(part, int):
+        if isinstance(part, int) or keyed:
+            keyed = False
             continue
         field = model.model_fields.get(part)
         if field is None:
             return ""
+        keyed = getattr(field.annotation, "__origin__", None) is dict
         model = _model_of(field.annotation)
     if model is None:
         return ""

@@ -60,6 +60,7 @@ class Facade:
         self.pool = pool
         self.catalog = Catalog()
         self.catalog_error: CatalogError | None = None
+        self._started = False  # listings that arrive before the first full build only wait for it
         self._tools_result = types.ListToolsResult(tools=[])
         self._refresh_lock = anyio.Lock()
         self.relay = Relay()
@@ -94,7 +95,11 @@ class Facade:
 
     # ------------------------------------------------------------------ catalogue
 
-    def rebuild(self) -> Catalog:
+    def rebuild(self, *, initial: bool = False) -> Catalog:
+        self._started = self._started or initial
+        return self._rebuild(initial)
+
+    def _rebuild(self, initial: bool) -> Catalog:
         """Rebuild from the backends' current listings. A clash left unresolved (`manual`)
         keeps the previous catalogue and is reported: a backend adding a tool must not take the
         whole endpoint down."""
@@ -105,6 +110,9 @@ class Facade:
         except CatalogError as exc:
             self.catalog_error = exc
             logger.error("catalogue not updated:\n%s", exc)
+            if initial:  # nothing partial may be served: an empty catalogue until the clash is settled
+                self.catalog = Catalog()
+                self._tools_result = types.ListToolsResult(tools=[])
             return self.catalog
         for warning in catalog.warnings:
             logger.warning("%s", warning)
@@ -115,6 +123,8 @@ class Facade:
 
     async def on_listing_changed(self, backend: str) -> None:
         """A backend (re)connected or re-listed: rebuild, and tell connected clients what changed."""
+        if not self._started:
+            return
         async with self._refresh_lock:
             before = self.catalog
             after = self.rebuild()

@@ -131,3 +131,13 @@ def test_bad_durations(text: object) -> None:
 def test_shipped_dev_config_is_valid() -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "temporal-dev.yaml")
     assert {"time", "fetch", "git"} <= {b.name for b in config.backends}
+
+
+def test_suggestion_inside_a_section_keyed_by_backend_name(tmp_path: Path) -> None:
+    error = error_of(
+        tmp_path,
+        "backends:\n  - {name: time, transport: stdio, command: x}\n"
+        "aggregation:\n  backends:\n    time: {overides: {}}\n",
+    )
+    assert error.issues[0].path == "aggregation.backends.time.overides"
+    assert "did you mean `overrides`" in error.issues[0].message

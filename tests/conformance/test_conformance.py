@@ -1,0 +1,233 @@
+"""The official MCP conformance suite (`@modelcontextprotocol/conformance`, pinned in package.json).
+
+`install.sh` puts the suite and the Node 22 it needs into `tests/conformance/node_modules`.
+The suite runs twice: against the fixture server (`tests/servers/conformance_server.py`) directly,
+the baseline, and against `vmcp serve` fronting that fixture as its only backend with names
+unchanged, which must pass every scenario the fixture passes. Each run writes one `checks.json`
+per scenario (`-o DIR`); the tests read those, not the console output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+NODE = HERE / "node_modules" / ".bin" / "node"
+SUITE = HERE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+START_TIMEOUT = 60.0
+SUITE_TIMEOUT = 900.0  # the whole active suite; two shared cores
+
+# The 30 scenarios of 0.1.16's default ("active") server suite, so a run that silently covers fewer fails.
+ACTIVE_SCENARIOS = frozenset(
+    {
+        "server-initialize",
+        "logging-set-level",
+        "ping",
+        "completion-complete",
+        "tools-list",
+        "tools-call-simple-text",
+        "tools-call-image",
+        "tools-call-audio",
+        "tools-call-embedded-resource",
+        "tools-call-mixed-content",
+        "tools-call-with-logging",
+        "tools-call-error",
+        "tools-call-with-progress",
+        "tools-call-sampling",
+        "tools-call-elicitation",
+        "elicitation-sep1034-defaults",
+        "server-sse-multiple-streams",
+        "elicitation-sep1330-enums",
+        "resources-list",
+        "resources-read-text",
+        "resources-read-binary",
+        "resources-templates-read",
+        "resources-subscribe",
+        "resources-unsubscribe",
+        "prompts-list",
+        "prompts-get-simple",
+        "prompts-get-with-args",
+        "prompts-get-embedded-resource",
+        "prompts-get-with-image",
+        "dns-rebinding-protection",
+    }
+)
+JSON_SCHEMA_SCENARIO = "json-schema-2020-12"  # in the pending suite, so run by name
+
+# <out>/server-<scenario>-<ISO timestamp with ':' and '.' as '-'>/checks.json
+_RESULT_DIR = re.compile(r"^server-(?P<scenario>.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z$")
+
+
+# --------------------------------------------------------------------------- running the suite
+
+
+@dataclass
+class SuiteRun:
+    returncode: int
+    output: str
+    checks: dict[str, list[dict[str, Any]]]  # scenario -> its checks, as written to checks.json
+
+    def failures(self) -> dict[str, dict[str, Any]]:
+        """Each failing scenario's first failing check."""
+        failed: dict[str, dict[str, Any]] = {}
+        for scenario, checks in sorted(self.checks.items()):
+            first = next((check for check in checks if check.get("status") == "FAILURE"), None)
+            if first is not None:
+                failed[scenario] = first
+        return failed
+
+    def report(self) -> str:
+        failed = self.failures()
+        lines = [f"{len(self.checks) - len(failed)}/{len(self.checks)} scenarios passed (exit {self.returncode})"]
+        lines += [f"  {name}: {check.get('name')}: {check.get('errorMessage')}" for name, check in failed.items()]
+        if not self.checks:
+            lines.append(self.output[-4000:])
+        return "\n".join(lines)
+
+    def assert_passed(self, expected: frozenset[str]) -> None:
+        assert set(self.checks) == set(expected), f"scenarios run differ from those expected:\n{self.report()}"
+        assert not self.failures(), self.report()
+        assert self.returncode == 0, self.report()
+
+
+def _read_checks(out_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    checks: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(out_dir.glob("*/checks.json")):
+        match = _RESULT_DIR.match(path.parent.name)
+        assert match is not None, f"unexpected result directory {path.parent.name}"
+        checks[match["scenario"]] = json.loads(path.read_text())
+    return checks
+
+
+def run_suite(url: str, out_dir: Path, scenario: str | None = None) -> SuiteRun:
+    args = [str(NODE), str(SUITE), "server", "--url", url, "-o", str(out_dir)]
+    if scenario is not None:
+        args += ["--scenario", scenario]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(args, cwd=HERE, capture_output=True, text=True, timeout=SUITE_TIMEOUT, check=False)
+    return SuiteRun(proc.returncode, proc.stdout + proc.stderr, _read_checks(out_dir))
+
+
+@pytest.fixture(scope="session")
+def conformance_cli() -> Path:
+    """The suite, installed (idempotently) by install.sh."""
+    if shutil.which("npm") is None:
+        pytest.skip("npm is not installed: the conformance suite and Node 22 come from npm")
+    proc = subprocess.run(["bash", str(HERE / "install.sh")], capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, f"install.sh failed:\n{proc.stdout}\n{proc.stderr}"
+    return SUITE
+
+
+# --------------------------------------------------------------------------- the fixture server
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def _answers(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=2.0)  # any HTTP answer (a GET without a session is a 4xx) means it is up
+    except httpx.TransportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def fixture_url(
+    tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int], wait_until: Callable[..., Any]
+) -> Iterator[str]:
+    """The conformance fixture server over streamable HTTP on a free loopback port."""
+    logs = tmp_path_factory.mktemp("conformance-server")
+    for _attempt in range(3):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/mcp"
+        log = logs / f"server-{port}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "tests.servers.conformance_server", "--port", str(port)],
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+        def up(proc: subprocess.Popen[bytes] = proc, url: str = url) -> bool | str:
+            return "exited" if proc.poll() is not None else _answers(url)
+
+        try:
+            if wait_until(up, START_TIMEOUT, f"conformance fixture server on port {port}") is True:
+                break
+        except TimeoutError:
+            _stop(proc)
+            raise
+    else:  # three ports taken in a row, or the server cannot start at all
+        raise RuntimeError(f"conformance fixture server did not start:\n{log.read_text(errors='replace')[-4000:]}")
+    try:
+        yield url
+    finally:
+        _stop(proc)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_fixture_passes_active_suite(conformance_cli: Path, fixture_url: str, tmp_path: Path) -> None:
+    """The baseline: every active scenario passes against the fixture itself."""
+    run_suite(fixture_url, tmp_path / "active").assert_passed(ACTIVE_SCENARIOS)
+
+
+def test_fixture_passes_json_schema_2020_12(conformance_cli: Path, fixture_url: str, tmp_path: Path) -> None:
+    """JSON Schema 2020-12 keywords (`$schema`, `$defs`, `additionalProperties`) survive tools/list."""
+    run_suite(fixture_url, tmp_path / "json-schema", JSON_SCHEMA_SCENARIO).assert_passed(
+        frozenset({JSON_SCHEMA_SCENARIO})
+    )
+
+
+@pytest.fixture(scope="module", params=["auto", "legacy"], ids=["backend-2026-07-28", "backend-handshake"])
+def vmcp_url(request: pytest.FixtureRequest, fixture_url: str, module_procs: Any) -> str:
+    """`vmcp serve` with the fixture as its only backend, names unchanged; ready (`/readyz` = 200).
+
+    Twice: vmcp talking to the fixture in the 2026-07-28 era (relays translate: InputRequiredResult
+    into mid-call requests, resource subscriptions into a listen stream) and in the handshake era
+    (server-to-client requests and notifications relayed as they come)."""
+    config = {
+        "temporal": {"address": "127.0.0.1:1"},  # composite tools are not exercised: nothing listens there
+        "backends": [{"name": "conf", "transport": "streamable-http", "url": fixture_url, "protocol": request.param}],
+        "aggregation": {"conflict_resolution": "manual"},
+    }
+    return str(module_procs.vmcp(config, filename=f"vmcp-conformance-{request.param}.yaml").url)
+
+
+def test_vmcp_passes_active_suite(conformance_cli: Path, vmcp_url: str, tmp_path: Path) -> None:
+    """vmcp in front of the fixture must pass every scenario the fixture passes directly."""
+    run = run_suite(vmcp_url, tmp_path / "active")
+    print(run.report())  # the relaying to-do list, shown with -rx / -s
+    run.assert_passed(ACTIVE_SCENARIOS)
+
+
+def test_vmcp_passes_json_schema_2020_12(conformance_cli: Path, vmcp_url: str, tmp_path: Path) -> None:
+    """vmcp advertises backend input schemas untouched."""
+    run_suite(vmcp_url, tmp_path / "json-schema", JSON_SCHEMA_SCENARIO).assert_passed(frozenset({JSON_SCHEMA_SCENARIO}))

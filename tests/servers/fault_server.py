@@ -1,0 +1,172 @@
+"""A real MCP server for fault injection, written with the SDK's `MCPServer`.
+
+    python -m tests.servers.fault_server --transport stdio|streamable-http [--port P] [--name N]
+        [--legacy-only] [--startup-delay SECONDS]
+
+Both transports serve both protocol eras: the SDK's dual-era loop lets the client's first
+request decide (`initialize` → 2025-11-25 handshake; `server/discover` or a 2026-07-28 envelope
+→ the modern, sessionless era). `--legacy-only` refuses `server/discover`, so a client in
+`auto` mode falls back to the handshake: the way to test a backend that only speaks the old era.
+
+The tools are deliberately plain so a test can compare what it gets through vmcp with what
+the server answers directly: `count` reports how many tool calls and how many connection set-ups
+(`initialize` / `server/discover`) this process has served, which shows whether concurrent calls
+shared one connection and whether a restart produced a new process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import time
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPError
+
+# A 1x1 red PNG: small, valid, and byte-comparable after a round trip.
+PNG_1X1 = base64.b64encode(
+    bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de"
+        "0000000c4944415408d763f8cfc000000301010018dd8db00000000049454e44ae426082"
+    )
+).decode()
+
+_HANDSHAKE_METHODS = ("initialize", "server/discover")
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.tool_calls = 0
+        self.connections = 0
+        self.methods: dict[str, int] = {}
+
+
+def _text(text: str, structured: dict[str, Any] | None = None, *, is_error: bool = False) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)],
+        structured_content=structured,
+        is_error=is_error,
+    )
+
+
+def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServer:
+    counters = _Counters()
+
+    async def counting(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        counters.methods[ctx.method] = counters.methods.get(ctx.method, 0) + 1
+        if ctx.method in _HANDSHAKE_METHODS:
+            if legacy_only and ctx.method == "server/discover":
+                raise MCPError(code=types.METHOD_NOT_FOUND, message="this server only speaks the handshake era")
+            counters.connections += 1
+        elif ctx.method == "tools/call":
+            counters.tool_calls += 1
+        return await call_next(ctx)
+
+    server = MCPServer(name, version="1.0.0", middleware=[counting], subscriptions=False, log_level="WARNING")
+
+    @server.tool(description="Echo the text back, as text and as structuredContent.")
+    def echo(text: str) -> types.CallToolResult:
+        return _text(text, {"text": text})
+
+    @server.tool(description="Add two integers.")
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    @server.tool(description="Sleep for `seconds`, then answer.")
+    async def slow(seconds: float) -> types.CallToolResult:
+        await anyio.sleep(seconds)
+        return _text(f"slept {seconds:g}s", {"slept": seconds})
+
+    @server.tool(description="Fail on purpose: an isError result carrying the message.")
+    def fail(message: str) -> types.CallToolResult:
+        return _text(message, is_error=True)
+
+    @server.tool(description="Exit the process at once, without answering.")
+    def crash() -> types.CallToolResult:
+        os._exit(17)
+
+    @server.tool(description="How many tool calls and connection set-ups this process has served.")
+    def count() -> types.CallToolResult:
+        data = {
+            "calls": counters.tool_calls,
+            "connections": counters.connections,
+            "pid": os.getpid(),
+            "name": name,
+            "methods": dict(counters.methods),
+        }
+        return _text(str(counters.tool_calls), data)
+
+    @server.tool(description="The value of an environment variable of this process ('' when unset).")
+    def env(name: str) -> types.CallToolResult:
+        value = os.environ.get(name)
+        return _text(value or "", {"name": name, "value": value})
+
+    @server.tool(description="Send `steps` progress notifications, then answer.")
+    async def progress(steps: int, ctx: Context) -> types.CallToolResult:
+        for step in range(1, steps + 1):
+            await ctx.report_progress(step, steps, f"step {step}/{steps}")
+        return _text(f"done {steps} steps", {"steps": steps})
+
+    @server.tool(description="A 1x1 PNG image.")
+    def image() -> types.CallToolResult:
+        return types.CallToolResult(
+            content=[
+                types.ImageContent(type="image", data=PNG_1X1, mime_type="image/png"),
+                types.TextContent(type="text", text="a red pixel"),
+            ]
+        )
+
+    @server.tool(description="Return the request `_meta` this server received.")
+    def record_meta(ctx: Context) -> types.CallToolResult:
+        meta = dict(ctx.request_context.meta or {})
+        if "progress_token" in meta:  # the SDK's Python name for the wire's progressToken
+            meta["progressToken"] = meta.pop("progress_token")
+        return _text(json.dumps(meta, sort_keys=True, default=str), {"meta": meta})
+
+    @server.prompt(name="greet", description="A greeting for someone, in a style.")
+    def greet(who: str, style: str = "plain") -> str:
+        greeting = f"Hello, {who}!"
+        return greeting.upper() if style == "loud" else greeting
+
+    @server.resource("fault://static", name="static", description="A fixed text.", mime_type="text/plain")
+    def static() -> str:
+        return f"static content from {name}"
+
+    @server.resource("fault://item/{id}", name="item", description="An item by id.", mime_type="text/plain")
+    def item(id: str) -> str:
+        return f"item {id} from {name}"
+
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="fault_server", description=__doc__.splitlines()[0])
+    parser.add_argument("--transport", choices=["stdio", "streamable-http"], default="stdio")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--name", default="fault")
+    parser.add_argument("--legacy-only", action="store_true", help="refuse server/discover (2025-11-25 only)")
+    parser.add_argument(
+        "--startup-delay", type=float, default=0.0, help="seconds to wait before serving (a slow-booting server)"
+    )
+    args = parser.parse_args(argv)
+    if args.startup_delay > 0:
+        time.sleep(args.startup_delay)  # the fault being injected: a server that takes long to boot
+    server = create_server(args.name, legacy_only=args.legacy_only)
+    if args.transport == "stdio":
+        server.run("stdio")
+        return
+    import uvicorn
+
+    app = server.streamable_http_app(host=args.host)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
