@@ -20,6 +20,7 @@ import mcp_types as types
 from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions
+from mcp.server.subscriptions import ListenHandler
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
@@ -80,7 +81,9 @@ class Facade:
             on_completion=self._complete,
             on_subscribe_resource=self._subscribe,
             on_unsubscribe_resource=self._unsubscribe,
+            on_subscriptions_listen=self._listen,
         )
+        self._listen_streams = ListenHandler(self.relay.bus)
         # Registered directly rather than as on_set_logging_level, which warns that logging is
         # deprecated at 2026-07-28: handshake-era clients still use it, and vmcp relays it.
         self.server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self._set_level)
@@ -347,6 +350,29 @@ class Facade:
             except BackendUnavailable as exc:
                 raise MCPError(code=types.INTERNAL_ERROR, message=f"unsubscribe {params.uri}: {exc}") from exc
         return types.EmptyResult()
+
+    async def _listen(
+        self, ctx: ServerRequestContext[Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        """A 2026-07-28 client's change stream: list changes come from the relay's bus; each
+        resource it follows is followed upstream for as long as the stream lasts."""
+        followed: list[str] = []
+        try:
+            for uri in params.notifications.resource_subscriptions or ():
+                backend = self.catalog.resource_backend(uri)
+                if backend is None:
+                    continue  # not honoured: the acknowledgement tells the client
+                if self.relay.listen(uri):
+                    with contextlib.suppress(BackendUnavailable, MCPError):
+                        await self.pool.get(backend).subscribe(uri)
+                followed.append(uri)
+            return await self._listen_streams(ctx, params)
+        finally:
+            for uri in followed:
+                backend = self.catalog.resource_backend(uri)
+                if self.relay.unlisten(uri) and backend is not None:
+                    with contextlib.suppress(Exception):
+                        await self.pool.get(backend).unsubscribe(uri)
 
     def _owner_of(self, uri: str) -> str:
         backend = self.catalog.resource_backend(uri)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
 
+import anyio
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
 from mcp_types import (
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 _MAX_BODY = 4 * 1024 * 1024  # the SDK's default limit: larger bodies go to it and get its 413
 _ROUTING_HEADERS = (b"mcp-protocol-version", b"mcp-method", b"mcp-name")
 _ENVELOPE_KEYS = (PROTOCOL_VERSION_META_KEY, CLIENT_INFO_META_KEY, CLIENT_CAPABILITIES_META_KEY)
+_T = TypeVar("_T")
 _MODERN = frozenset(v.encode() for v in MODERN_PROTOCOL_VERSIONS)
 
 
@@ -61,11 +63,11 @@ class LeanToolCalls:
             await self._sdk(scope, receive, send)
             return
         body, complete = await _read_body(receive)
-        if complete and await self._try(scope, body, send):
+        if complete and await self._try(scope, body, receive, send):
             return
         await self._sdk(scope, _replay(body, complete, receive), send)
 
-    async def _try(self, scope: Scope, body: bytes, send: Send) -> bool:
+    async def _try(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
         request = Request(scope)
         if await self._security.validate_request(request, is_post=True) is not None:
             return False
@@ -108,9 +110,12 @@ class LeanToolCalls:
         forwarded["_meta"] = rest
         status = 200
         try:
-            result = await connection.forward_tool_call(
-                forwarded, caller_capabilities=meta.get(CLIENT_CAPABILITIES_META_KEY)
+            result = await _unless_disconnected(
+                receive,
+                connection.forward_tool_call(forwarded, caller_capabilities=meta.get(CLIENT_CAPABILITIES_META_KEY)),
             )
+            if result is None:
+                return True  # the client closed the request: at 2026-07-28 that is how it cancels
             message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "result": self._restamp(result)}
         except WireError as exc:
             message = {"jsonrpc": "2.0", "id": request_id, "error": exc.error}
@@ -137,6 +142,29 @@ class LeanToolCalls:
 
     def _failure(self, text: str) -> dict[str, Any]:
         return self._restamp({"content": [{"type": "text", "text": text}], "isError": True, "resultType": "complete"})
+
+
+async def _unless_disconnected(receive: Receive, call: Awaitable[_T]) -> _T | None:
+    """Await `call`, abandoning it (which closes the backend request, cancelling it there too)
+    if the client disconnects first."""
+    outcome: list[_T] = []
+    failure: list[Exception] = []
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        try:
+            outcome.append(await call)
+        except Exception as exc:  # re-raised below, outside the task group, as itself
+            failure.append(exc)
+        group.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
+    return outcome[0] if outcome else None
 
 
 async def _read_body(receive: Receive) -> tuple[bytes, bool]:

@@ -10,6 +10,7 @@ they fan out to the client sessions that asked for them.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import weakref
@@ -21,8 +22,15 @@ import anyio
 import mcp_types as types
 from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
+from mcp.shared.subscriptions import (
+    PromptsListChanged,
+    ResourcesListChanged,
+    ResourceUpdated,
+    ToolsListChanged,
+)
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 logger = logging.getLogger(__name__)
@@ -71,6 +79,9 @@ class Relay:
         self._log_levels: weakref.WeakKeyDictionary[Connection, types.LoggingLevel] = weakref.WeakKeyDictionary()
         self._clients: weakref.WeakSet[Connection] = weakref.WeakSet()
         self._subscribers: dict[str, weakref.WeakSet[Connection]] = {}
+        self._listening: collections.Counter[str] = collections.Counter()  # 2026-07-28 listen streams per URI
+        # 2026-07-28 clients get changes on `subscriptions/listen` streams, fed from this bus
+        self.bus = InMemorySubscriptionBus()
 
     # ------------------------------------------------------------------ sessions
 
@@ -80,6 +91,13 @@ class Relay:
             self._clients.add(connection_of(ctx))
 
     async def announce(self, tools: bool, prompts: bool, resources: bool) -> None:
+        for event, changed in (
+            (ToolsListChanged(), tools),
+            (PromptsListChanged(), prompts),
+            (ResourcesListChanged(), resources),
+        ):
+            if changed:
+                await self.bus.publish(event)
         for client in list(self._clients):
             with contextlib.suppress(Exception):  # a client that went away must not stop the others
                 if tools:
@@ -123,44 +141,55 @@ class Relay:
 
     # ------------------------------------------------------------------ subscriptions
 
+    def _wanted(self, uri: str) -> bool:
+        return bool(self._subscribers.get(uri)) or self._listening[uri] > 0
+
     def subscribe(self, ctx: ServerRequestContext[Any], uri: str) -> bool:
-        """Record a subscription; True when it is the first one for this URI (forward it)."""
-        subscribers = self._subscribers.setdefault(uri, weakref.WeakSet())
-        first = not subscribers
-        subscribers.add(connection_of(ctx))
+        """Record a subscription; True when it is the first one for this URI (follow it upstream)."""
+        first = not self._wanted(uri)
+        self._subscribers.setdefault(uri, weakref.WeakSet()).add(connection_of(ctx))
         return first
 
     def unsubscribe(self, ctx: ServerRequestContext[Any], uri: str) -> bool:
-        """Drop a subscription; True when nobody is left (forward the unsubscribe)."""
+        """Drop a subscription; True when nobody follows the URI any more (stop upstream)."""
         subscribers = self._subscribers.get(uri)
         if subscribers is None:
             return False
         subscribers.discard(connection_of(ctx))
-        if subscribers:
-            return False
-        del self._subscribers[uri]
-        return True
+        if not subscribers:
+            del self._subscribers[uri]
+        return not self._wanted(uri)
+
+    def listen(self, uri: str) -> bool:
+        """A listen stream follows `uri`; True when it is the first follower."""
+        first = not self._wanted(uri)
+        self._listening[uri] += 1
+        return first
+
+    def unlisten(self, uri: str) -> bool:
+        self._listening[uri] -= 1
+        if self._listening[uri] <= 0:
+            del self._listening[uri]
+        return not self._wanted(uri)
 
     async def resource_updated(self, backend: str, uri: str) -> None:
-        ctx = _calling.get()
-        notified: Connection | None = None
-        if ctx is not None and uri in self._subscribers:
-            # arrived on a client request's stream (e.g. right after subscribing): answer there
-            with contextlib.suppress(Exception):
-                await ctx.session.send_notification(
-                    types.ResourceUpdatedNotification(params=types.ResourceUpdatedNotificationParams(uri=uri)),
-                    related_request_id=ctx.request_id,
-                )
-                notified = connection_of(ctx)
+        if self._listening[uri] > 0:
+            await self.bus.publish(ResourceUpdated(uri))
         for client in list(self._subscribers.get(uri, ())):
-            if client is notified:
-                continue
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # a client that went away must not stop the others
                 await client.send_resource_updated(uri)
 
 
 async def ask(ctx: ServerRequestContext[Any], request: types.InputRequest) -> Any:
     """Send a sampling / elicitation / roots request to the client behind `ctx`, mid-call."""
+    if is_modern(ctx):
+        # A 2026-07-28 connection has no server-to-client requests. (A 2026-07-28 backend asks
+        # through an InputRequiredResult instead, which reaches such a client untouched.)
+        return types.ErrorData(
+            code=types.INVALID_REQUEST,
+            message=f"a 2025-11-25 backend sent {request.method} mid-call, which vmcp cannot pass to a "
+            "2026-07-28 client; call this tool from a 2025-11-25 session to answer it",
+        )
     result_type: Any
     if isinstance(request, types.CreateMessageRequest):
         result_type = types.CreateMessageResultWithTools if request.params.tools else types.CreateMessageResult

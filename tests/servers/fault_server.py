@@ -28,6 +28,7 @@ import mcp_types as types
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 # A 1x1 red PNG: small, valid, and byte-comparable after a round trip.
 PNG_1X1 = base64.b64encode(
@@ -42,6 +43,7 @@ _HANDSHAKE_METHODS = ("initialize", "server/discover")
 
 class _Counters:
     def __init__(self) -> None:
+        self.cancelled = 0
         self.tool_calls = 0
         self.connections = 0
         self.methods: dict[str, int] = {}
@@ -68,7 +70,9 @@ def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServe
             counters.tool_calls += 1
         return await call_next(ctx)
 
-    server = MCPServer(name, version="1.0.0", middleware=[counting], subscriptions=False, log_level="WARNING")
+    # subscriptions (the default in-memory bus) serve `subscriptions/listen`: 2026-07-28 clients
+    # follow list changes and resource updates through it
+    server = MCPServer(name, version="1.0.0", middleware=[counting], log_level="WARNING")
 
     @server.tool(description="Echo the text back, as text and as structuredContent.")
     def echo(text: str) -> types.CallToolResult:
@@ -80,7 +84,11 @@ def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServe
 
     @server.tool(description="Sleep for `seconds`, then answer.")
     async def slow(seconds: float) -> types.CallToolResult:
-        await anyio.sleep(seconds)
+        try:
+            await anyio.sleep(seconds)
+        except anyio.get_cancelled_exc_class():
+            counters.cancelled += 1  # the client (or vmcp on its behalf) cancelled the call
+            raise
         return _text(f"slept {seconds:g}s", {"slept": seconds})
 
     @server.tool(description="Fail on purpose: an isError result carrying the message.")
@@ -95,6 +103,7 @@ def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServe
     def count() -> types.CallToolResult:
         data = {
             "calls": counters.tool_calls,
+            "cancelled": counters.cancelled,
             "connections": counters.connections,
             "pid": os.getpid(),
             "name": name,
@@ -128,6 +137,43 @@ def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServe
         if "progress_token" in meta:  # the SDK's Python name for the wire's progressToken
             meta["progressToken"] = meta.pop("progress_token")
         return _text(json.dumps(meta, sort_keys=True, default=str), {"meta": meta})
+
+    @server.tool(description="Send `lines` info log messages during the call, then answer.")
+    async def chatty(lines: int, ctx: Context) -> types.CallToolResult:
+        for line in range(1, lines + 1):
+            await ctx.log("info", f"line {line} of {lines}", logger_name=name)
+        return _text(f"logged {lines} lines", {"lines": lines})
+
+    @server.tool(description="Register a new tool named `tool` (it echoes), and announce the list change.")
+    async def grow(tool: str, ctx: Context) -> types.CallToolResult:
+        server.add_tool(lambda text: text, name=tool, description=f"Grown at runtime: echoes ({tool})")
+        await ctx.notify_tools_changed()  # 2026-07-28 listeners
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            await ctx.session.send_tool_list_changed()  # handshake-era connections
+        return _text(f"grew {tool}", {"tool": tool})
+
+    @server.tool(description="Announce that the resource at `uri` changed.")
+    async def touch(uri: str, ctx: Context) -> types.CallToolResult:
+        await ctx.notify_resource_updated(uri)  # 2026-07-28 listeners
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            await ctx.session.send_resource_updated(uri)  # handshake-era subscribers
+        return _text(f"touched {uri}", {"uri": uri})
+
+    @server.tool(description="Ask the user `question` (elicitation), and return the answer.")
+    async def ask(question: str, ctx: Context) -> types.CallToolResult | types.InputRequiredResult:
+        schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+        if ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+            answered = (ctx.input_responses or {}).get("question")
+            if answered is None:  # 2026-07-28: no back-channel; ask through the result, the client retries
+                request = types.ElicitRequest(
+                    params=types.ElicitRequestFormParams(message=question, requested_schema=schema)
+                )
+                return types.InputRequiredResult(input_requests={"question": request}, request_state="asked")
+            result = types.ElicitResult.model_validate(answered.model_dump(by_alias=True, exclude_none=True))
+        else:
+            result = await ctx.request_context.session.elicit_form(question, schema, related_request_id=ctx.request_id)
+        answer = (result.content or {}).get("answer") if result.action == "accept" else None
+        return _text(f"{result.action}: {answer}", {"action": result.action, "answer": answer})
 
     @server.prompt(name="greet", description="A greeting for someone, in a style.")
     def greet(who: str, style: str = "plain") -> str:
