@@ -54,7 +54,9 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
     facade = Facade(config, the_pool)
     the_pool.listen(facade.on_listing_changed)
     security = security_settings(config)
-    manager = StreamableHTTPSessionManager(app=facade.server, security_settings=security)
+    manager = StreamableHTTPSessionManager(
+        app=facade.server, security_settings=security, stateless=config.server.stateless
+    )
     mcp_endpoint = LeanToolCalls(StreamableHTTPASGIApp(manager), facade, security)
     state: dict[str, Any] = {"ready": False, "prepared": False}
 

@@ -39,6 +39,9 @@ class ServerConfig(_Strict):
         description="Extra Host header values accepted (DNS-rebinding protection); loopback is always allowed.",
     )
     allowed_origins: list[str] = Field(default_factory=list, description="Extra Origin values accepted.")
+    # Several façade replicas behind a load balancer: no handshake-era sessions are kept, so any
+    # replica can serve any request (what that costs handshake-era clients: README, "Scaling out").
+    stateless: bool = False
 
 
 class DevServerConfig(_Strict):

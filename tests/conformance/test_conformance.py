@@ -231,3 +231,33 @@ def test_vmcp_passes_active_suite(conformance_cli: Path, vmcp_url: str, tmp_path
 def test_vmcp_passes_json_schema_2020_12(conformance_cli: Path, vmcp_url: str, tmp_path: Path) -> None:
     """vmcp advertises backend input schemas untouched."""
     run_suite(vmcp_url, tmp_path / "json-schema", JSON_SCHEMA_SCENARIO).assert_passed(frozenset({JSON_SCHEMA_SCENARIO}))
+
+
+# What a handshake-era (2025-11-25) client gives up when the façade runs stateless (several
+# replicas behind a load balancer): every request is its own connection, so nothing can ask it
+# anything mid-call and its logging level is not remembered. README "Scaling out" lists these;
+# this test keeps that list honest.
+STATELESS_GIVES_UP = frozenset(
+    {
+        "tools-call-with-logging",
+        "tools-call-sampling",
+        "tools-call-elicitation",
+        "elicitation-sep1034-defaults",
+        "elicitation-sep1330-enums",
+    }
+)
+
+
+def test_vmcp_stateless_mode_gives_up_only_what_is_documented(
+    conformance_cli: Path, fixture_url: str, module_procs: Any, tmp_path: Path
+) -> None:
+    config = {
+        "server": {"stateless": True},
+        "temporal": {"address": "127.0.0.1:1"},
+        "backends": [{"name": "conf", "transport": "streamable-http", "url": fixture_url}],
+        "aggregation": {"conflict_resolution": "manual"},
+    }
+    url = str(module_procs.vmcp(config, filename="vmcp-conformance-stateless.yaml").url)
+    run = run_suite(url, tmp_path / "stateless")
+    assert set(run.checks) == set(ACTIVE_SCENARIOS), run.report()
+    assert set(run.failures()) == STATELESS_GIVES_UP, run.report()
