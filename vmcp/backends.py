@@ -455,7 +455,7 @@ class BackendConnection:
         reason = f": {self.last_error}" if self.last_error else ""
         raise BackendUnavailable(f"backend {self.name!r} is unavailable ({self.state}){reason}")
 
-    async def _guard(self, call: Awaitable[_T]) -> _T:
+    async def _guard(self, call: Awaitable[_T], timeout: float | None = None) -> _T:
         """Turn connection-level failures into BackendUnavailable and schedule a reconnect.
 
         MCP errors the backend sent on purpose (invalid params, unknown method) pass through
@@ -471,7 +471,7 @@ class BackendConnection:
                 raise BackendUnavailable(f"backend {self.name!r} closed the connection; reconnecting") from exc
             if exc.error.code == types.REQUEST_TIMEOUT:
                 raise BackendUnavailable(
-                    f"backend {self.name!r} did not answer within {self.config.timeout:g}s"
+                    f"backend {self.name!r} did not answer within {timeout or self.config.timeout:g}s"
                 ) from exc
             raise
         except _TRANSPORT_ERRORS as exc:
@@ -501,7 +501,8 @@ class BackendConnection:
                 request_state=request_state,
                 allow_input_required=True,
                 allow_claimed=True,
-            )
+            ),
+            timeout,
         )
 
     async def get_prompt(

@@ -136,7 +136,7 @@ async def test_cancelling_a_call_cancels_it_on_the_backend(relayed: Relayed, mod
             await client.call_tool(f"{backend}_slow", {"seconds": 30})
             pytest.fail("the slow call should have been cancelled")
     with anyio.fail_after(DEADLINE):
-        while (await relayed.call_count(backend))["cancelled"] == before:
+        while (await relayed.call_count(backend))["cancelled"] == before:  # noqa: ASYNC110 - polls another process
             await anyio.sleep(0.1)
 
 
@@ -163,11 +163,13 @@ async def test_handshake_client_subscription_gets_updates(relayed: Relayed, back
 
 async def test_modern_client_listen_stream_gets_updates(relayed: Relayed) -> None:
     uri = "fault://static"
-    async with Client(relayed.url, mode="2026-07-28") as client:
-        async with client.listen(resource_subscriptions=[uri]) as subscription:
-            await client.call_tool("modern_touch", {"uri": uri})
-            with anyio.fail_after(DEADLINE):
-                event = await subscription.__anext__()
+    async with (
+        Client(relayed.url, mode="2026-07-28") as client,
+        client.listen(resource_subscriptions=[uri]) as subscription,
+    ):
+        await client.call_tool("modern_touch", {"uri": uri})
+        with anyio.fail_after(DEADLINE):
+            event = await subscription.__anext__()
     assert getattr(event, "uri", None) == uri
 
 

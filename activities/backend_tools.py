@@ -1,0 +1,136 @@
+"""The backend-call activity: one composite step's MCP `tools/call`, made through the backend pool.
+
+The activity decides only whether a failure is permanent (`ApplicationError(non_retryable=...)`);
+retrying is the workflow's retry policy, never a loop in here. A tool that answered `isError` is
+a result, not a failure: the workflow decides what it means for the run.
+
+While the backend works, a background loop heartbeats. That keeps a long call alive under a
+heartbeat timeout and is how Temporal delivers a cancellation (the run was cancelled, or the
+attempt timed out) to this worker: the pending call is then abandoned, not waited out.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import anyio
+import mcp_types as types
+from mcp.shared.exceptions import MCPError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from vmcp.backends import BackendConnection, BackendPool, BackendUnavailable
+from vmcp.contracts import (
+    CALL_BACKEND_TOOL,
+    ERROR_BACKEND_PROTOCOL,
+    ERROR_BACKEND_UNAVAILABLE,
+    ERROR_INPUT_REQUIRED,
+    ERROR_INVALID_PARAMS,
+    ERROR_METHOD_NOT_FOUND,
+    ERROR_UNKNOWN_BACKEND,
+    IDEMPOTENCY_META_KEY,
+    CallBackendToolInput,
+    CallBackendToolOutput,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
+"""Seconds between heartbeats when the activity has no heartbeat timeout (the SDK throttles
+what it sends; frequent local heartbeats only make cancellation arrive sooner)."""
+
+_PERMANENT_CODES = {types.INVALID_PARAMS: ERROR_INVALID_PARAMS, types.METHOD_NOT_FOUND: ERROR_METHOD_NOT_FOUND}
+
+
+class BackendToolActivities:
+    """Activities bound to the worker's backend pool (one connection per backend, shared)."""
+
+    def __init__(self, pool: BackendPool) -> None:
+        self.pool = pool
+
+    @activity.defn(name=CALL_BACKEND_TOOL)
+    async def call_backend_tool(self, call: CallBackendToolInput) -> CallBackendToolOutput:
+        if call.backend not in self.pool.connections:
+            known = ", ".join(sorted(self.pool.connections)) or "none"
+            raise ApplicationError(
+                f"this worker has no backend {call.backend!r} (its backends: {known}); "
+                "is its configuration older than the run's?",
+                type=ERROR_UNKNOWN_BACKEND,
+            )
+        connection = self.pool.get(call.backend)
+        what = f"{call.backend}.{call.tool}"
+        result, failure = await _call_with_heartbeats(connection, call)
+        if failure is None:
+            return to_output(result, what)
+        logger.info("%s (key %s) failed: %s", what, call.idempotency_key, failure)
+        if isinstance(failure, BackendUnavailable):
+            raise ApplicationError(f"{what}: {failure}", type=ERROR_BACKEND_UNAVAILABLE) from failure
+        if isinstance(failure, TimeoutError):
+            raise ApplicationError(f"{what}: timed out", type=ERROR_BACKEND_UNAVAILABLE) from failure
+        if isinstance(failure, MCPError):
+            permanent = _PERMANENT_CODES.get(failure.error.code)
+            raise ApplicationError(
+                f"{what}: the backend refused the call: {failure.error.message} (JSON-RPC {failure.error.code})",
+                type=permanent or ERROR_BACKEND_PROTOCOL,
+                non_retryable=permanent is not None,
+            ) from failure
+        raise failure  # anything else: Temporal records it as a retryable failure
+
+
+def to_output(result: types.Result | None, what: str = "tool") -> CallBackendToolOutput:
+    """The plain-JSON form of a `CallToolResult` (what workflow history stores)."""
+    if isinstance(result, types.InputRequiredResult):
+        raise ApplicationError(
+            f"{what} asked the caller for more input, which a tool step cannot give (use an elicitation step)",
+            type=ERROR_INPUT_REQUIRED,
+            non_retryable=True,
+        )
+    if not isinstance(result, types.CallToolResult):
+        raise ApplicationError(
+            f"{what} returned {type(result).__name__}, not a tool result", type=ERROR_BACKEND_PROTOCOL
+        )
+    content = [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in result.content]
+    text = "\n".join(block.text for block in result.content if isinstance(block, types.TextContent))
+    structured: dict[str, Any] | None = (
+        dict(result.structured_content) if result.structured_content is not None else None
+    )
+    return CallBackendToolOutput(
+        content=content, structured_content=structured, is_error=bool(result.is_error), text=text
+    )
+
+
+async def _call_with_heartbeats(
+    connection: BackendConnection, call: CallBackendToolInput
+) -> tuple[types.Result | None, Exception | None]:
+    """Await the backend while heartbeating. The outcome is returned rather than raised: an
+    exception leaving a task group arrives wrapped in an ExceptionGroup, and Temporal must see
+    the `ApplicationError` itself. Cancellation is not caught: it abandons the call."""
+    result: types.Result | None = None
+    failure: Exception | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(_heartbeat_forever, call, name=f"heartbeat:{call.backend}.{call.tool}")
+        try:
+            result = await connection.call_tool(
+                call.tool,
+                call.arguments,
+                meta={IDEMPOTENCY_META_KEY: call.idempotency_key},
+                timeout=call.timeout_seconds,
+            )
+        except Exception as exc:
+            failure = exc
+        group.cancel_scope.cancel()
+    return result, failure
+
+
+async def _heartbeat_forever(call: CallBackendToolInput) -> None:
+    info = activity.info()
+    interval = DEFAULT_HEARTBEAT_INTERVAL
+    if info.heartbeat_timeout:
+        interval = min(max(info.heartbeat_timeout.total_seconds() / 3, 0.1), DEFAULT_HEARTBEAT_INTERVAL)
+    started = time.monotonic()
+    while True:
+        # the details show in the Web UI's pending-activity view
+        activity.heartbeat({"backend": call.backend, "tool": call.tool, "waited_s": round(time.monotonic() - started)})
+        await anyio.sleep(interval)

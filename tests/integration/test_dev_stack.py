@@ -1,0 +1,310 @@
+"""`vmcp dev` as an operator runs it: one real process that starts Temporal, a worker and the façade.
+
+Each test writes its own configuration with ports chosen at run time, runs `vmcp dev` as a
+subprocess, waits for what it prints (polling with a deadline), talks to it with the MCP SDK's
+real client, the `temporal` CLI and plain HTTP, and stops it with a signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import yaml
+from mcp import Client
+
+BIN = Path(sys.executable).parent
+VMCP = str(BIN / "vmcp")
+TEMPORAL = str(BIN / "temporal")
+START_DEADLINE = 120.0  # Temporal, a stdio backend and the façade, on two shared cores
+STOP_DEADLINE = 60.0
+SEARCH_ATTRIBUTES = {"VmcpTool": "Keyword", "VmcpStatus": "Keyword", "VmcpPendingApproval": "Bool"}
+
+pytestmark = [pytest.mark.integration, pytest.mark.temporal]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.05)
+
+
+class DevConfig:
+    def __init__(self, directory: Path, temporal_host: str = "127.0.0.1", **extra: Any) -> None:
+        self.server_port = free_port()
+        self.temporal_port = free_port()
+        self.ui_port = free_port()
+        self.temporal_address = f"{temporal_host}:{self.temporal_port}"
+        self.path = directory / "vmcp-dev.yaml"
+        self.path.write_text(
+            yaml.safe_dump(
+                {
+                    "server": {"host": "127.0.0.1", "port": self.server_port, "path": "/mcp"},
+                    "temporal": {
+                        "address": self.temporal_address,
+                        "namespace": "default",
+                        "task_queue": "vmcp-dev-test",
+                        "dev_server": {"db_file": ".vmcp/temporal.db", "ui_port": self.ui_port},
+                    },
+                    "backends": [
+                        {
+                            "name": "time",
+                            "transport": "stdio",
+                            "command": "mcp-server-time",
+                            "args": ["--local-timezone", "UTC"],
+                        }
+                    ],
+                    **extra,
+                },
+                sort_keys=False,
+            )
+        )
+
+    @property
+    def temporal_cli_address(self) -> str:
+        return f"127.0.0.1:{self.temporal_port}"
+
+
+class DevProcess:
+    """`vmcp dev` running in its own session; its output is collected line by line."""
+
+    def __init__(self, config: DevConfig) -> None:
+        self.popen = subprocess.Popen(
+            [VMCP, "dev", "--config", str(config.path)],
+            cwd=config.path.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(self.popen.stdout, self.out), daemon=True),
+            threading.Thread(target=self._pump, args=(self.popen.stderr, self.err), daemon=True),
+        ]
+        for pump in self._pumps:
+            pump.start()
+
+    @staticmethod
+    def _pump(stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line)
+
+    def text(self) -> str:
+        return "".join(self.out) + "".join(self.err)
+
+    def wait_ready(self) -> tuple[str, str]:
+        """The MCP URL and the Web UI URL, once `vmcp dev` says it is ready."""
+
+        def ready() -> bool:
+            if self.popen.poll() is not None:
+                raise AssertionError(f"vmcp dev exited with {self.popen.returncode}:\n{self.text()}")
+            return "Press Ctrl-C" in "".join(self.out)
+
+        wait_until(ready, START_DEADLINE, "vmcp dev to print that it is ready")
+        out = "".join(self.out)
+        mcp = re.search(r"MCP endpoint:\s+(http://\S+)", out)
+        ui = re.search(r"Temporal Web UI:\s+(http://\S+)", out)
+        assert mcp and ui, out
+        return mcp.group(1), ui.group(1)
+
+    def temporal_pid(self) -> int:
+        """The `temporal server start-dev` child of this process."""
+        for task in Path(f"/proc/{self.popen.pid}/task").iterdir():
+            for pid in (task / "children").read_text().split():
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"start-dev" in cmdline:
+                    return int(pid)
+        raise AssertionError("vmcp dev has no `temporal server start-dev` child")
+
+    def stop(self, signum: int = signal.SIGINT) -> int:
+        self.popen.send_signal(signum)
+        code = self.popen.wait(STOP_DEADLINE)
+        for pump in self._pumps:
+            pump.join(5)
+        return code
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def servers_using(directory: Path) -> list[int]:
+    """Running `temporal server start-dev` processes whose database lies under `directory`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ours = any(str(directory).encode() in part for part in cmdline)
+        if b"start-dev" in cmdline and ours and running(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def dev_processes() -> Iterator[list[DevProcess]]:
+    """Every `vmcp dev` a test starts; teardown kills any left running, and its Temporal."""
+    started: list[DevProcess] = []
+    yield started
+    for dev in started:
+        if dev.popen.poll() is None:
+            temporal = None
+            with contextlib.suppress(AssertionError, OSError):
+                temporal = dev.temporal_pid()
+            os.killpg(dev.popen.pid, signal.SIGKILL)
+            dev.popen.wait(10)
+            if temporal is not None and running(temporal):
+                os.kill(temporal, signal.SIGKILL)
+
+
+def start_dev(config: DevConfig, started: list[DevProcess]) -> DevProcess:
+    dev = DevProcess(config)
+    started.append(dev)
+    return dev
+
+
+def temporal_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([TEMPORAL, *args], capture_output=True, text=True, timeout=60)
+
+
+def assert_search_attributes_registered(address: str) -> None:
+    listed = temporal_cli("operator", "search-attribute", "list", "--address", address)
+    assert listed.returncode == 0, listed.stderr
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        assert re.search(rf"^\s*{name}\s+{kind}\b", listed.stdout, re.MULTILINE), listed.stdout
+
+
+async def list_and_call(url: str) -> tuple[list[str], Any]:
+    async with Client(url) as client:
+        tools = await client.list_tools()
+        result = await client.call_tool("time_get_current_time", {"timezone": "UTC"})
+    return [tool.name for tool in tools.tools], result
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_dev_runs_the_whole_stack_and_stops_cleanly_on_sigint(tmp_path: Path, dev_processes: list[DevProcess]) -> None:
+    config = DevConfig(tmp_path, temporal_host="localhost")  # the default config's spelling
+    dev = start_dev(config, dev_processes)
+    mcp_url, ui_url = dev.wait_ready()
+    assert mcp_url == f"http://127.0.0.1:{config.server_port}/mcp"
+    assert ui_url == f"http://127.0.0.1:{config.ui_port}"
+    temporal = dev.temporal_pid()
+
+    names, result = anyio.run(list_and_call, mcp_url)
+    assert {"time_get_current_time", "time_convert_time"} <= set(names)
+    assert result.is_error is not True
+    assert result.structured_content["timezone"] == "UTC"
+
+    def ui_answers() -> bool:
+        try:
+            return httpx.get(ui_url, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ui_answers, START_DEADLINE, f"the Web UI at {ui_url}")
+    assert_search_attributes_registered(config.temporal_cli_address)
+    assert (tmp_path / ".vmcp" / "temporal.db").is_file()
+
+    # the same data cannot be served twice: a second `vmcp dev` says so and leaves at once
+    second = subprocess.run([VMCP, "dev", "--config", str(config.path)], capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert "already using" in second.stderr, second.stderr
+    assert "Traceback" not in second.stderr
+
+    assert dev.stop(signal.SIGINT) == 0, dev.text()
+    assert "Traceback" not in dev.text()
+    assert "vmcp dev: stopped" in dev.text()
+    wait_until(lambda: not running(temporal), 10, "the Temporal child to be gone")
+
+
+def test_a_second_start_finds_the_first_runs_data(tmp_path: Path, dev_processes: list[DevProcess]) -> None:
+    config = DevConfig(tmp_path)
+    first = start_dev(config, dev_processes)
+    first.wait_ready()
+    started = temporal_cli(
+        "workflow", "start", "--type", "SomeType", "--task-queue", "q", "--workflow-id", "kept-across-restarts",
+        "--address", config.temporal_cli_address,
+    )  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    assert first.stop(signal.SIGTERM) == 0, first.text()
+
+    second = start_dev(config, dev_processes)
+    second.wait_ready()
+    described = temporal_cli(
+        "workflow", "describe", "--workflow-id", "kept-across-restarts", "--address", config.temporal_cli_address
+    )  # fmt: skip
+    assert described.returncode == 0, described.stderr
+    assert "SomeType" in described.stdout
+    # registered again on the second start, over the ones the database already holds
+    assert_search_attributes_registered(config.temporal_cli_address)
+    assert second.stop(signal.SIGINT) == 0, second.text()
+    assert "Traceback" not in first.text() + second.text()
+
+
+def test_dev_names_a_busy_temporal_port(tmp_path: Path) -> None:
+    config = DevConfig(tmp_path)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", config.temporal_port))
+        squatter.listen()
+        done = subprocess.run([VMCP, "dev", "--config", str(config.path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert f"port {config.temporal_port}" in done.stderr and "in use" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_dev_explains_why_the_facade_will_not_start_and_stops_temporal(tmp_path: Path) -> None:
+    time_server = {"transport": "stdio", "command": "mcp-server-time"}
+    config = DevConfig(
+        tmp_path,
+        backends=[{"name": "a", **time_server}, {"name": "b", **time_server}],
+        aggregation={"conflict_resolution": "manual"},  # both offer get_current_time: a clash
+    )
+    done = subprocess.run(
+        [VMCP, "dev", "--config", str(config.path)], capture_output=True, text=True, timeout=START_DEADLINE
+    )
+    assert done.returncode == 1
+    assert "the façade will not start" in done.stderr, done.stderr
+    assert "get_current_time" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert servers_using(tmp_path) == []

@@ -1,0 +1,229 @@
+"""A Temporal worker for vmcp: the composite-tool workflows and the backend-call activity.
+
+    python worker.py --config temporal-dev.yaml      (also: vmcp worker --config F)
+
+The worker owns a backend pool (or shares the one `vmcp dev` passes in), so each backend's
+connection is opened once and serves every activity. It waits for Temporal instead of failing
+when Temporal is not up yet, and leaves cleanly on SIGINT/SIGTERM: in-flight activities get
+`GRACEFUL_SHUTDOWN` to finish before they are cancelled (and then retried elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from datetime import timedelta
+from typing import Any
+
+import anyio
+from temporalio.client import Client
+from temporalio.worker import PollerBehaviorAutoscaling, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.backend_tools import BackendToolActivities
+from vmcp.backends import BackendPool
+from vmcp.config import ConfigError, VmcpConfig, load_config
+from vmcp.orchestrator import TemporalUnreachable, check_namespace, connect
+
+logger = logging.getLogger("vmcp.worker")
+
+DEFAULT_CONFIG = "temporal-dev.yaml"
+GRACEFUL_SHUTDOWN = timedelta(seconds=5)
+"""How long in-flight activities may run on after a stop request before they are cancelled."""
+_SHUTDOWN_GRACE = GRACEFUL_SHUTDOWN.total_seconds() + 15.0
+_MAX_CONNECT_BACKOFF = 30.0
+
+
+class WorkerFailed(Exception):
+    """The Temporal worker stopped on a fatal error; the message says which."""
+
+
+def workflow_classes() -> list[type]:
+    """The workflows this worker runs: `workflows.WORKFLOWS`, the package's explicit list.
+
+    The package may not define any yet; the worker then runs activities only (and does not poll
+    for workflow tasks).
+    """
+    import workflows
+
+    return list(getattr(workflows, "WORKFLOWS", []))
+
+
+def build_worker(client: Client, config: VmcpConfig, pool: BackendPool) -> Worker:
+    activities = BackendToolActivities(pool)
+    return Worker(
+        client,
+        task_queue=config.temporal.task_queue,
+        workflows=workflow_classes(),
+        activities=[activities.call_backend_tool],
+        # workflows import the pure vmcp modules (contracts, composite model, templating)
+        # through the sandbox instead of re-importing them for every run
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("vmcp")
+        ),
+        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+        activity_task_poller_behavior=PollerBehaviorAutoscaling(),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+
+
+async def run_worker(
+    config: VmcpConfig,
+    *,
+    pool: BackendPool | None = None,
+    stop: anyio.Event | None = None,
+    ready: anyio.Event | None = None,
+) -> None:
+    """Run until `stop` is set (or the caller cancels), then shut the worker down gracefully.
+
+    With `pool`, the caller owns the backend pool (`vmcp dev` shares one with the façade);
+    otherwise the worker opens its own. `ready` is set once the worker polls its task queue.
+    Raises WorkerFailed when the Temporal worker dies on its own.
+    """
+    stop = stop if stop is not None else anyio.Event()
+    async with AsyncExitStack() as stack:
+        if pool is None:
+            pool = await stack.enter_async_context(BackendPool(config.backends, config.base_dir))
+        client = await _connect_with_backoff(config, stop)
+        if client is None:
+            return
+        worker = build_worker(client, config, pool)
+        await _run_until_stopped(worker, stop, ready)
+        logger.info("worker stopped")
+
+
+async def _connect_with_backoff(config: VmcpConfig, stop: anyio.Event) -> Client | None:
+    """Connect, waiting out a Temporal that is down or still starting; None if stopped meanwhile."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            client = await connect(config)
+            await check_namespace(client, config.temporal.namespace)
+            return client
+        except TemporalUnreachable as exc:
+            logger.warning("%s; retrying in %gs", exc, delay)
+        with anyio.move_on_after(delay):
+            await stop.wait()
+        delay = min(delay * 2, _MAX_CONNECT_BACKOFF)
+    return None
+
+
+async def _run_until_stopped(worker: Worker, stop: anyio.Event, ready: anyio.Event | None) -> None:
+    failure: list[BaseException] = []
+
+    async with anyio.create_task_group() as group:
+
+        async def run() -> None:
+            # Shielded: the SDK's own shutdown sequence must not be interrupted by the
+            # cancellation that ends the host task; `worker.shutdown()` below ends it instead.
+            with anyio.CancelScope(shield=True):
+                try:
+                    await worker.run()
+                except Exception as exc:
+                    failure.append(exc)
+            group.cancel_scope.cancel()
+
+        group.start_soon(run, name="temporal-worker")
+        if ready is not None:
+            ready.set()
+        try:
+            await stop.wait()
+        finally:
+            with anyio.move_on_after(_SHUTDOWN_GRACE, shield=True):
+                await worker.shutdown()
+    if failure:
+        raise WorkerFailed(f"the Temporal worker stopped: {failure[0]}") from failure[0]
+
+
+def describe(config: VmcpConfig) -> str:
+    temporal = config.temporal
+    return f"task queue {temporal.task_queue!r} on {temporal.address} (namespace {temporal.namespace})"
+
+
+def run_worker_until_interrupted(config: VmcpConfig) -> int:
+    """Run a worker in this process until SIGINT/SIGTERM; 0 on a clean stop, 1 on failure.
+
+    A second signal while shutting down gives up on in-flight activities and exits at once.
+    """
+
+    async def main() -> None:
+        stop = anyio.Event()
+        ready = anyio.Event()
+        async with anyio.create_task_group() as group:
+
+            async def on_signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        if stop.is_set():
+                            print("vmcp worker: forced stop", file=sys.stderr, flush=True)
+                            _flush_and_exit(130)
+                        print(
+                            f"vmcp worker: {signal.Signals(signum).name}, stopping (again to force)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        stop.set()
+
+            async def announce() -> None:
+                await ready.wait()
+                print(f"vmcp worker: polling {describe(config)}", flush=True)
+
+            group.start_soon(on_signals)
+            group.start_soon(announce)
+            await run_worker(config, stop=stop, ready=ready)
+            group.cancel_scope.cancel()
+
+    try:
+        anyio.run(main)
+    except WorkerFailed as exc:
+        print(f"vmcp worker: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _flush_and_exit(code: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="worker.py", description="Run a vmcp Temporal worker (composite-tool workflows and activities)."
+    )
+    parser.add_argument("--config", help=f"configuration file (default: $VMCP_CONFIG or {DEFAULT_CONFIG})")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        logging.getLogger("vmcp").setLevel(logging.INFO)
+    path = args.config or os.environ.get("VMCP_CONFIG") or DEFAULT_CONFIG
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return run_worker_until_interrupted(config)
+
+
+if __name__ == "__main__":
+    # SIGTERM before the event loop's handler is installed still means "stop cleanly"
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = 0
+    # os._exit: the Temporal client's native runtime can crash at interpreter teardown
+    _flush_and_exit(code)
