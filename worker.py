@@ -64,7 +64,9 @@ def build_worker(client: Client, config: VmcpConfig, pool: BackendPool) -> Worke
         # workflows import the pure vmcp modules (contracts, composite model, templating)
         # through the sandbox instead of re-importing them for every run
         workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules("vmcp")
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(
+                "vmcp", "jinja2", "markupsafe", "jsonschema", "mcp_types", "yaml"
+            )
         ),
         workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
         activity_task_poller_behavior=PollerBehaviorAutoscaling(),

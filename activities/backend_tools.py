@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import asdict
 from typing import Any
 
 import anyio
@@ -29,6 +30,7 @@ from vmcp.contracts import (
     ERROR_INPUT_REQUIRED,
     ERROR_INVALID_PARAMS,
     ERROR_METHOD_NOT_FOUND,
+    ERROR_TOOL,
     ERROR_UNKNOWN_BACKEND,
     IDEMPOTENCY_META_KEY,
     CallBackendToolInput,
@@ -57,29 +59,43 @@ class BackendToolActivities:
             raise ApplicationError(
                 f"this worker has no backend {call.backend!r} (its backends: {known}); "
                 "is its configuration older than the run's?",
+                _attempt(),
                 type=ERROR_UNKNOWN_BACKEND,
             )
         connection = self.pool.get(call.backend)
         what = f"{call.backend}.{call.tool}"
         result, failure = await _call_with_heartbeats(connection, call)
         if failure is None:
-            return to_output(result, what)
+            output = to_output(result, what, attempt=activity.info().attempt)
+            if output.is_error and call.fail_on_error:
+                raise ApplicationError(
+                    f"{what} failed: {output.text or 'isError result'}",
+                    asdict(output),
+                    type=ERROR_TOOL,
+                )
+            return output
         logger.info("%s (key %s) failed: %s", what, call.idempotency_key, failure)
         if isinstance(failure, BackendUnavailable):
-            raise ApplicationError(f"{what}: {failure}", type=ERROR_BACKEND_UNAVAILABLE) from failure
+            raise ApplicationError(f"{what}: {failure}", _attempt(), type=ERROR_BACKEND_UNAVAILABLE) from failure
         if isinstance(failure, TimeoutError):
-            raise ApplicationError(f"{what}: timed out", type=ERROR_BACKEND_UNAVAILABLE) from failure
+            raise ApplicationError(f"{what}: timed out", _attempt(), type=ERROR_BACKEND_UNAVAILABLE) from failure
         if isinstance(failure, MCPError):
             permanent = _PERMANENT_CODES.get(failure.error.code)
             raise ApplicationError(
                 f"{what}: the backend refused the call: {failure.error.message} (JSON-RPC {failure.error.code})",
+                _attempt(),
                 type=permanent or ERROR_BACKEND_PROTOCOL,
                 non_retryable=permanent is not None,
             ) from failure
         raise failure  # anything else: Temporal records it as a retryable failure
 
 
-def to_output(result: types.Result | None, what: str = "tool") -> CallBackendToolOutput:
+def _attempt() -> dict[str, int]:
+    """Error details: which attempt failed (the workflow reports a step's attempts from it)."""
+    return {"attempt": activity.info().attempt}
+
+
+def to_output(result: types.Result | None, what: str = "tool", attempt: int = 1) -> CallBackendToolOutput:
     """The plain-JSON form of a `CallToolResult` (what workflow history stores)."""
     if isinstance(result, types.InputRequiredResult):
         raise ApplicationError(
@@ -97,7 +113,7 @@ def to_output(result: types.Result | None, what: str = "tool") -> CallBackendToo
         dict(result.structured_content) if result.structured_content is not None else None
     )
     return CallBackendToolOutput(
-        content=content, structured_content=structured, is_error=bool(result.is_error), text=text
+        content=content, structured_content=structured, is_error=bool(result.is_error), text=text, attempt=attempt
     )
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import mcp_types as types
 
-from vmcp.config import RESERVED_TOOL_PREFIX, AggregationConfig, BackendAggregation, ConfigIssue
+from vmcp.config import RESERVED_TOOL_PREFIX, AggregationConfig, BackendAggregation
+from vmcp.config_types import ConfigIssue
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,11 @@ class Catalog:
         return None
 
 
+def _requires_tasks(tool: types.Tool) -> bool:
+    execution = tool.execution
+    return execution is not None and getattr(execution, "task_support", None) == "required"
+
+
 def is_included(name: str, settings: BackendAggregation) -> bool:
     if settings.include and not any(fnmatch.fnmatchcase(name, glob) for glob in settings.include):
         return False
@@ -121,6 +127,13 @@ def build_catalog(
         for tool in listing.tools:
             all_tools[(listing.backend, tool.name)] = tool
             if not is_included(tool.name, settings):
+                continue
+            if _requires_tasks(tool):
+                # vmcp does not relay the tasks extension yet: such a tool could never be called
+                warnings.append(
+                    f"backend {listing.backend!r}: tool {tool.name!r} requires task-augmented calls, "
+                    "which vmcp does not relay; not advertised"
+                )
                 continue
             override = settings.overrides.get(tool.name)
             tool_candidates.append(

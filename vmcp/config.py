@@ -10,17 +10,14 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vmcp.durations import parse_duration
-
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
-"""A duration written as `30s`, `2m`, `1h30m`, `250ms` or a bare number of seconds."""
+from vmcp.composite import CompositeTool
+from vmcp.config_types import ConfigIssue, Seconds
 
 BACKEND_NAME = r"^[a-z0-9_-]+$"
 RESERVED_TOOL_PREFIX = "vmcp_"
@@ -135,7 +132,7 @@ class VmcpConfig(_Strict):
     temporal: TemporalConfig = Field(default_factory=TemporalConfig)
     backends: list[BackendConfig] = Field(default_factory=list)
     aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
-    composite_tools: list[dict[str, Any]] = Field(default_factory=list)
+    composite_tools: list[CompositeTool] = Field(default_factory=list)
 
     # Where the file lives: relative paths (db_file, stdio cwd) resolve against it.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
@@ -152,17 +149,6 @@ class VmcpConfig(_Strict):
 
 
 # --------------------------------------------------------------------------- errors
-
-
-@dataclass(frozen=True)
-class ConfigIssue:
-    path: str
-    message: str
-    line: int | None = None
-
-    def __str__(self) -> str:
-        where = f" (line {self.line})" if self.line else ""
-        return f"{self.path or '<root>'}{where}: {self.message}"
 
 
 class ConfigError(Exception):

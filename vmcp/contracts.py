@@ -52,6 +52,9 @@ class CallBackendToolInput:
     idempotency_key: str
     step_id: str | None = None
     timeout_seconds: float | None = None  # bounds one attempt; None = the backend's `timeout`
+    # Composite steps set this: an `isError` result then fails the attempt (ERROR_TOOL, retryable,
+    # the result in the error's details), so the step's Temporal retry policy covers tool errors.
+    fail_on_error: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class CallBackendToolOutput:
     structured_content: dict[str, Any] | None = None
     is_error: bool = False
     text: str = ""  # every text content block, joined by newlines
+    attempt: int = 1  # which attempt of the activity produced this result
 
 
 # `ApplicationError.type` values raised by the backend-call activity, so workflows and the Web UI
@@ -77,3 +81,32 @@ ERROR_BACKEND_PROTOCOL = "BackendProtocolError"  # retryable: any other JSON-RPC
 ERROR_INVALID_PARAMS = "InvalidParams"  # non-retryable: unknown tool or rejected arguments
 ERROR_METHOD_NOT_FOUND = "MethodNotFound"  # non-retryable: the backend has no tools/call
 ERROR_INPUT_REQUIRED = "InputRequired"  # non-retryable: the tool asked for input a step cannot give
+ERROR_TOOL = "ToolError"  # retryable: the tool answered isError (only with `fail_on_error`)
+PERMANENT_ERRORS = (ERROR_INVALID_PARAMS, ERROR_METHOD_NOT_FOUND, ERROR_INPUT_REQUIRED)
+
+# Signals and queries of a composite run (the approver's CLI and `temporal workflow signal` use them).
+SIGNAL_APPROVE = "approve"
+SIGNAL_REJECT = "reject"
+QUERY_STATUS = "status"
+
+
+@dataclass(frozen=True)
+class CompositeRunInput:
+    """Everything a run needs, carried in its own input: the resolved definition (so editing the
+    config never changes a run in flight, and the Web UI shows exactly what ran), the validated
+    arguments with defaults applied, and a non-secret summary of the caller."""
+
+    tool: str
+    definition: dict[str, Any]  # a `vmcp.composite.CompositeTool`, resolved, as JSON
+    params: dict[str, Any]
+    caller: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompositeRunOutput:
+    """The run's result: what the MCP client receives as `structuredContent` plus text."""
+
+    structured: Any
+    text: str
+    is_error: bool = False
+    steps: dict[str, Any] = field(default_factory=dict)  # step id -> status, timing, attempts, error

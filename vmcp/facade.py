@@ -32,8 +32,10 @@ from mcp_types import (
 
 from vmcp.backends import BackendConnection, BackendPool, BackendUnavailable
 from vmcp.catalog import Catalog, CatalogError, build_catalog
+from vmcp.composite import resolve
 from vmcp.config import VmcpConfig
 from vmcp.relay import Relay, calling, is_modern, resolve_input_required
+from vmcp.runs import CompositeRuns
 from vmcp.wire import WireError
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class Facade:
         self._refresh_lock = anyio.Lock()
         self.relay = Relay()
         pool.relay_to(self.relay)
+        self.runs = CompositeRuns(config)
         self.server: Server[Any] = _AnnouncingServer(
             "vmcp",
             version=_version(),
@@ -108,7 +111,10 @@ class Facade:
         whole endpoint down."""
         try:
             catalog = build_catalog(
-                self.config.aggregation, [b.name for b in self.config.backends], self.pool.listings()
+                self.config.aggregation,
+                [b.name for b in self.config.backends],
+                self.pool.listings(),
+                reserved=self.runs.names,
             )
         except CatalogError as exc:
             self.catalog_error = exc
@@ -121,8 +127,16 @@ class Facade:
             logger.warning("%s", warning)
         self.catalog_error = None
         self.catalog = catalog
-        self._tools_result = types.ListToolsResult(tools=list(catalog.tools))
+        self._tools_result = types.ListToolsResult(tools=[*catalog.tools, *self.runs.advertised()])
+        self._check_composites(catalog)
         return catalog
+
+    def _check_composites(self, catalog: Catalog) -> None:
+        """Log composite steps whose tool the catalogue does not know (they fail when called)."""
+        backends = [b.name for b in self.config.backends]
+        for index, tool in enumerate(self.config.composite_tools):
+            for issue in resolve(tool, catalog, backends, index)[1]:
+                logger.error("%s", issue)
 
     async def on_listing_changed(self, backend: str) -> None:
         """A backend (re)connected or re-listed: rebuild, and tell connected clients what changed."""
@@ -139,7 +153,7 @@ class Facade:
 
     def _input_schema(self, name: str) -> Mapping[str, Any] | None:
         tool = self.catalog.tool(name)
-        return tool.input_schema if tool is not None else None
+        return tool.input_schema if tool is not None else self.runs.input_schema(name)
 
     # ------------------------------------------------------------------ tools
 
@@ -153,6 +167,9 @@ class Facade:
     ) -> Any:  # CallToolResult | InputRequiredResult, or the backend's raw result dict
         route = self.catalog.tool_routes.get(params.name)
         if route is None:
+            if params.name in self.runs.names:
+                with calling(ctx):
+                    return await self.runs.call(ctx, params.name, params.arguments, self.catalog)
             return error_result(f"Unknown tool {params.name!r}: no backend offers it (see tools/list).")
         progress = _has_progress_token(params.meta)
         try:
@@ -160,7 +177,7 @@ class Facade:
             meta = self._backend_meta(ctx, params.meta, connection)
 
             async def call(responses: types.InputResponses | None, state: str | None) -> Any:
-                with calling(ctx):
+                with calling(ctx, connection.name):
                     return await connection.call_tool(
                         route.original,
                         params.arguments,
@@ -268,7 +285,7 @@ class Facade:
         meta = self._backend_meta(ctx, params.meta, connection)
 
         async def get(responses: types.InputResponses | None, state: str | None) -> Any:
-            with calling(ctx):
+            with calling(ctx, connection.name):
                 return await connection.get_prompt(
                     route.original, params.arguments, meta=meta, input_responses=responses, request_state=state
                 )
@@ -297,7 +314,7 @@ class Facade:
         meta = self._backend_meta(ctx, params.meta, connection)
 
         async def read(responses: types.InputResponses | None, state: str | None) -> Any:
-            with calling(ctx):
+            with calling(ctx, connection.name):
                 return await connection.read_resource(
                     params.uri, meta=meta, input_responses=responses, request_state=state
                 )
@@ -330,7 +347,7 @@ class Facade:
         backend = self._owner_of(params.uri)
         if self.relay.subscribe(ctx, params.uri):
             try:
-                with calling(ctx):
+                with calling(ctx, backend):
                     await self.pool.get(backend).subscribe(params.uri)
             except BackendUnavailable as exc:
                 self.relay.unsubscribe(ctx, params.uri)
@@ -410,7 +427,7 @@ class Facade:
         context = params.context.arguments if params.context is not None else None
         argument = {"name": params.argument.name, "value": params.argument.value}
         try:
-            with calling(ctx):
+            with calling(ctx, backend):
                 return await self.pool.get(backend).complete(ref, argument, context)
         except BackendUnavailable as exc:
             raise MCPError(code=types.INTERNAL_ERROR, message=f"completion: {exc}") from exc

@@ -10,13 +10,22 @@ from __future__ import annotations
 import logging
 import re
 from datetime import timedelta
+from typing import Any
 
 import anyio
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowQueryFailedError
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from vmcp.config import VmcpConfig
+from vmcp.contracts import (
+    COMPOSITE_WORKFLOW,
+    QUERY_STATUS,
+    SEARCH_ATTRIBUTE_TOOL,
+    CompositeRunInput,
+    CompositeRunOutput,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -93,3 +102,93 @@ def describe_error(exc: BaseException) -> str:
     if found:
         return found[-1]
     return text.removeprefix("Failed client connect: ")[:200]
+
+
+# --------------------------------------------------------------------------- composite runs
+
+
+class RunNotFound(Exception):
+    """No run with that id (or it is not a vmcp composite run)."""
+
+
+class Orchestrator:
+    """Starts, awaits, inspects and cancels composite runs for the façade and the CLI.
+
+    Connects lazily: plain forwarding never needs Temporal, so a façade whose Temporal is down
+    serves everything but composite tools, and connects once Temporal is back.
+    """
+
+    def __init__(self, config: VmcpConfig) -> None:
+        self.config = config
+        self._client: Client | None = None
+        self._lock = anyio.Lock()
+
+    async def client(self) -> Client:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    self._client = await connect(self.config)
+        return self._client
+
+    async def start(self, run_id: str, run: CompositeRunInput, timeout: float) -> None:
+        client = await self.client()
+        await client.start_workflow(
+            COMPOSITE_WORKFLOW,
+            run,
+            id=run_id,
+            task_queue=self.config.temporal.task_queue,
+            execution_timeout=timedelta(seconds=timeout),
+            search_attributes=TypedSearchAttributes(
+                [SearchAttributePair(SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_TOOL), run.tool)]
+            ),
+            static_summary=f"composite tool {run.tool}",
+        )
+
+    async def result(self, run_id: str, wait: float) -> CompositeRunOutput | None:
+        """The run's output, or None if it is still going after `wait` seconds."""
+        handle = (await self.client()).get_workflow_handle(run_id, result_type=CompositeRunOutput)
+        with anyio.move_on_after(wait):
+            try:
+                output: CompositeRunOutput = await handle.result(follow_runs=True)
+                return output
+            except WorkflowFailureError as exc:
+                return CompositeRunOutput(
+                    structured={"error": describe_error(exc.cause or exc)}, text=str(exc), is_error=True
+                )
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    raise RunNotFound(run_id) from None
+                raise
+        return None
+
+    async def status(self, run_id: str) -> dict[str, Any]:
+        """State and steps of a run: its own query while it runs, its description once closed."""
+        handle = (await self.client()).get_workflow_handle(run_id)
+        try:
+            description = await handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(run_id) from None
+            raise
+        closed = description.status not in (None, WorkflowExecutionStatus.RUNNING)
+        try:
+            status: dict[str, Any] = dict(await handle.query(QUERY_STATUS))
+        except (RPCError, WorkflowQueryFailedError) as exc:
+            status = {"state": "unknown", "error": f"the run did not answer its status query: {exc}"}
+        if closed and description.status is not None:
+            status.setdefault("state", description.status.name.lower())
+            if description.status != WorkflowExecutionStatus.COMPLETED:
+                status["state"] = description.status.name.lower()
+        status["run_id"] = run_id
+        status["started_at"] = description.start_time.isoformat() if description.start_time else None
+        status["closed_at"] = description.close_time.isoformat() if description.close_time else None
+        return status
+
+    async def cancel(self, run_id: str) -> None:
+        handle = (await self.client()).get_workflow_handle(run_id)
+        try:
+            await handle.cancel()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(run_id) from None
+            raise

@@ -50,14 +50,33 @@ MAX_INPUT_ROUNDS = 10
 _calling: ContextVar[ServerRequestContext[Any] | None] = ContextVar("vmcp_calling_request", default=None)
 
 
+# Calls in flight per backend. A stdio backend's messages are all read by one task started at
+# connect time, so they carry no caller context: when exactly one call to that backend is in
+# flight, it is the caller; with several, vmcp cannot tell and refuses rather than guess.
+_in_flight: dict[str, list[ServerRequestContext[Any]]] = collections.defaultdict(list)
+
+
 @contextlib.contextmanager
-def calling(ctx: ServerRequestContext[Any]) -> Any:
-    """Mark `ctx` as the client request on whose behalf backend traffic now happens."""
+def calling(ctx: ServerRequestContext[Any], backend: str | None = None) -> Any:
+    """Mark `ctx` as the client request on whose behalf traffic with `backend` now happens."""
     token = _calling.set(ctx)
+    if backend is not None:
+        _in_flight[backend].append(ctx)
     try:
         yield
     finally:
         _calling.reset(token)
+        if backend is not None:
+            _in_flight[backend].remove(ctx)
+
+
+def caller(backend: str) -> ServerRequestContext[Any] | None:
+    """The client request a backend's message belongs to (see `_in_flight`)."""
+    ctx = _calling.get()
+    if ctx is not None:
+        return ctx
+    flying = _in_flight.get(backend)
+    return flying[0] if flying and len(flying) == 1 else None
 
 
 def is_modern(ctx: ServerRequestContext[Any]) -> bool:
@@ -116,7 +135,7 @@ class Relay:
         return self._log_levels.get(connection_of(ctx))
 
     async def log(self, backend: str, params: types.LoggingMessageNotificationParams) -> None:
-        ctx = _calling.get()
+        ctx = caller(backend)
         if ctx is None:
             logger.debug("log from %s outside any call dropped: %s", backend, params.data)
             return
@@ -132,11 +151,11 @@ class Relay:
 
     async def ask_client(self, backend: str, request: types.InputRequest) -> Any:
         """Put a backend's question to the calling client; ErrorData when there is no one to ask."""
-        ctx = _calling.get()
+        ctx = caller(backend)
         if ctx is None:
-            return types.ErrorData(
-                code=types.INVALID_REQUEST, message=f"{request.method} from {backend} outside any client call"
-            )
+            several = len(_in_flight.get(backend, ())) > 1
+            reason = "while several client calls to it were running" if several else "outside any client call"
+            return types.ErrorData(code=types.INVALID_REQUEST, message=f"{request.method} from {backend} {reason}")
         return await ask(ctx, request)
 
     # ------------------------------------------------------------------ subscriptions

@@ -208,3 +208,22 @@ def test_resources_route_by_uri_and_template() -> None:
 )
 def test_template_pattern(template: str, uri: str, matches: bool) -> None:
     assert bool(template_pattern(template).fullmatch(uri)) is matches
+
+
+def test_tools_that_require_tasks_are_not_advertised() -> None:
+    needs_tasks = types.Tool(
+        name="research",
+        description="long",
+        input_schema={"type": "object"},
+        execution=types.ToolExecution(task_support="required"),
+    )
+    optional = types.Tool(
+        name="quick",
+        description="q",
+        input_schema={"type": "object"},
+        execution=types.ToolExecution(task_support="optional"),
+    )
+    cat = catalog({}, BackendListing("everything", tools=(needs_tasks, optional)))
+    assert names(cat) == ["everything_quick"]
+    assert any("research" in w and "task" in w for w in cat.warnings)
+    assert ("everything", "research") in cat.all_tools

@@ -1,0 +1,332 @@
+"""Composite tools: the step-graph language and its load-time checks.
+
+Pure: the config loader validates with it, the façade resolves a definition with it, and the
+workflow interpreter reads the resolved definition (plain JSON in its input) with the same models.
+Every problem found here is reported with its key path and names the composite and the step, so
+`vmcp validate` points at exactly what to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from jsonschema import SchemaError
+from jsonschema.validators import validator_for
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+
+from vmcp.config_types import ConfigIssue, Seconds
+
+if TYPE_CHECKING:
+    from vmcp.catalog import Catalog
+from vmcp.templating import Reference, TemplateFailure, check_syntax, expression_references, references
+
+STEP_ID = r"^[A-Za-z_][A-Za-z0-9_]*$"
+TEMPLATE_ROOTS = frozenset({"params", "steps", "run", "caller"})
+DEFAULT_WAIT = 60.0
+DEFAULT_TIMEOUT = 3600.0
+DEFAULT_APPROVAL_TIMEOUT = 86400.0
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetrySpec(_Strict):
+    max_attempts: int = Field(default=1, ge=1, le=100)  # counts every attempt: 1 = no retry
+    initial_interval: Seconds = 1.0
+    backoff: float = Field(default=2.0, ge=1.0)
+    max_interval: Seconds | None = None
+
+
+class _StepBase(_Strict):
+    id: str = Field(pattern=STEP_ID)
+    description: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    when: str | None = None
+    on_error: Literal["fail", "continue"] = "fail"
+    timeout: Seconds | None = None  # one attempt (tool steps) or the whole wait (gates)
+    default_output: Any = None
+
+
+class ToolStep(_StepBase):
+    type: Literal["tool"] = "tool"
+    tool: str = Field(min_length=1)  # `backend.original_tool`, or an advertised name
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    # filled in by `resolve` at run start: where the call really goes
+    backend: str | None = None
+    original: str | None = None
+
+
+class NestedToolStep(_Strict):
+    """The call a `for_each` step makes once per item."""
+
+    tool: str = Field(min_length=1)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    timeout: Seconds | None = None
+    backend: str | None = None
+    original: str | None = None
+
+
+class ForEachStep(_StepBase):
+    type: Literal["for_each"]
+    collection: str  # an expression (or one `{{ … }}`) giving the list to iterate
+    item_var: str = Field(default="item", pattern=STEP_ID)
+    max_parallel: int = Field(default=4, ge=1, le=256)
+    step: NestedToolStep
+
+
+class ApprovalStep(_StepBase):
+    type: Literal["approval"]
+    message: str
+    approvers: list[str] = Field(default_factory=list)  # users and `group:` entries; empty: anyone
+    on_timeout: Literal["reject", "approve"] = "reject"
+    webhook: str | None = None
+
+
+class ElicitationStep(_StepBase):
+    type: Literal["elicitation"]
+    message: str
+    requested_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+def _step_type(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return str(value.get("type", "tool"))
+    return str(getattr(value, "type", "tool"))
+
+
+Step = Annotated[
+    Annotated[ToolStep, Tag("tool")]
+    | Annotated[ForEachStep, Tag("for_each")]
+    | Annotated[ApprovalStep, Tag("approval")]
+    | Annotated[ElicitationStep, Tag("elicitation")],
+    Discriminator(_step_type),
+]
+
+
+class CompositeTool(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    timeout: Seconds = DEFAULT_TIMEOUT  # the whole run
+    wait: Seconds = DEFAULT_WAIT  # how long a call waits before answering with the run id
+    steps: list[Step] = Field(min_length=1)
+    output: Any = None
+
+    def step(self, step_id: str) -> Any:
+        return next(step for step in self.steps if step.id == step_id)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_composites(tools: Sequence[CompositeTool], reserved: Iterable[str] = ()) -> list[ConfigIssue]:
+    """Everything checkable without the backends' listings: ids, graph, templates, schemas,
+    tool references of the `backend.tool` form. (Advertised names are checked against the
+    catalogue when it exists: `unresolved_tools`.)"""
+    issues: list[ConfigIssue] = []
+    seen: dict[str, int] = {}
+    for index, tool in enumerate(tools):
+        where = f"composite_tools[{index}]"
+        if tool.name in seen:
+            issues.append(ConfigIssue(f"{where}.name", f"duplicate composite tool name {tool.name!r}"))
+        seen[tool.name] = index
+        if tool.name in reserved or tool.name.startswith("vmcp_"):
+            issues.append(ConfigIssue(f"{where}.name", f"the name {tool.name!r} is reserved"))
+        issues += _check_one(tool, where)
+    return issues
+
+
+def _check_one(tool: CompositeTool, where: str) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    label = f"composite {tool.name!r}"
+    try:
+        validator_for(tool.parameters).check_schema(tool.parameters)
+    except SchemaError as exc:
+        issues.append(ConfigIssue(f"{where}.parameters", f"{label}: not a valid JSON Schema: {exc.message}"))
+    params = set((tool.parameters.get("properties") or {}).keys())
+    open_params = tool.parameters.get("additionalProperties", True) is not False and not params
+
+    ids: dict[str, int] = {}
+    for position, step in enumerate(tool.steps):
+        if step.id in ids:
+            issues.append(ConfigIssue(f"{where}.steps[{position}].id", f"{label}: duplicate step id {step.id!r}"))
+        ids[step.id] = position
+    for position, step in enumerate(tool.steps):
+        path = f"{where}.steps[{position}]"
+        for k, dep in enumerate(step.depends_on):
+            if dep not in ids:
+                issues.append(
+                    ConfigIssue(f"{path}.depends_on[{k}]", f"{label}, step {step.id!r}: unknown step {dep!r}")
+                )
+            elif dep == step.id:
+                issues.append(ConfigIssue(f"{path}.depends_on[{k}]", f"{label}, step {step.id!r}: depends on itself"))
+    cycle = find_cycle({s.id: [d for d in s.depends_on if d in ids] for s in tool.steps})
+    if cycle:
+        first = ids[cycle[0]]
+        issues.append(
+            ConfigIssue(f"{where}.steps[{first}].depends_on", f"{label}: dependency cycle {' -> '.join(cycle)}")
+        )
+        return issues  # ancestry below would not terminate meaningfully
+
+    ancestors = _ancestors(tool)
+    for position, step in enumerate(tool.steps):
+        path = f"{where}.steps[{position}]"
+        context = f"{label}, step {step.id!r}"
+        for key, value, is_expression in _template_fields(step):
+            try:
+                refs = expression_references(value) if is_expression else references(value)
+                if not is_expression:
+                    check_syntax(value)
+            except TemplateFailure as exc:
+                issues.append(ConfigIssue(f"{path}.{key}", f"{context}: template does not parse: {exc}"))
+                continue
+            local = {step.item_var} if isinstance(step, ForEachStep) and key.startswith("step.") else set()
+            issues += _check_refs(refs, f"{path}.{key}", context, ids, ancestors[step.id], params, open_params, local)
+    if tool.output is not None:
+        try:
+            check_syntax(tool.output)
+            refs = references(tool.output)
+        except TemplateFailure as exc:
+            issues.append(ConfigIssue(f"{where}.output", f"{label}: template does not parse: {exc}"))
+        else:
+            issues += _check_refs(refs, f"{where}.output", label, ids, set(ids), params, open_params, set())
+    return issues
+
+
+def _template_fields(step: Any) -> Iterable[tuple[str, Any, bool]]:
+    if step.when:
+        yield "when", step.when, True
+    if isinstance(step, ToolStep):
+        yield "arguments", step.arguments, False
+    elif isinstance(step, ForEachStep):
+        yield "collection", step.collection.strip().removeprefix("{{").removesuffix("}}"), True
+        yield "step.arguments", step.step.arguments, False
+    elif isinstance(step, ApprovalStep | ElicitationStep):
+        yield "message", step.message, False
+
+
+def _check_refs(
+    refs: set[Reference],
+    path: str,
+    context: str,
+    ids: Mapping[str, int],
+    allowed_steps: set[str],
+    params: set[str],
+    open_params: bool,
+    local: set[str],
+) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for ref in sorted(refs, key=lambda r: (r.root, r.name or "")):
+        if ref.root in local or ref.root in _JINJA_NAMES:
+            continue
+        if ref.root not in TEMPLATE_ROOTS:
+            issues.append(ConfigIssue(path, f"{context}: unknown name {ref.root!r} (use params, steps, run, caller)"))
+        elif ref.root == "steps" and ref.name is not None:
+            if ref.name not in ids:
+                issues.append(ConfigIssue(path, f"{context}: template names unknown step {ref.name!r}"))
+            elif ref.name not in allowed_steps:
+                issues.append(
+                    ConfigIssue(
+                        path,
+                        f"{context}: template reads steps.{ref.name} but does not depend on it (add it to depends_on)",
+                    )
+                )
+        elif ref.root == "params" and ref.name is not None and not open_params and ref.name not in params:
+            issues.append(ConfigIssue(path, f"{context}: template names unknown parameter {ref.name!r}"))
+    return issues
+
+
+# names Jinja itself provides inside expressions (loop variables are reported as Name nodes too)
+_JINJA_NAMES = frozenset({"loop", "range", "dict", "lipsum", "cycler", "joiner", "namespace", "true", "false", "none"})
+
+
+def find_cycle(graph: Mapping[str, Sequence[str]]) -> list[str] | None:
+    """A dependency cycle as `a -> b -> a`, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if state.get(nxt) is None and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if state.get(node) is None and (found := visit(node)):
+            return found
+    return None
+
+
+def _ancestors(tool: CompositeTool) -> dict[str, set[str]]:
+    deps = {step.id: set(step.depends_on) for step in tool.steps}
+    result: dict[str, set[str]] = {}
+
+    def of(step_id: str) -> set[str]:
+        if step_id not in result:
+            result[step_id] = set()
+            for dep in deps.get(step_id, ()):
+                result[step_id] |= {dep, *of(dep)}
+        return result[step_id]
+
+    for step_id in deps:
+        of(step_id)
+    return result
+
+
+# --------------------------------------------------------------------------- resolution
+
+
+def resolve(
+    tool: CompositeTool, catalog: Catalog, backends: Iterable[str], index: int = 0
+) -> tuple[CompositeTool, list[ConfigIssue]]:
+    """The definition a run carries: every step's `tool` resolved to (backend, original name).
+
+    `backend.original_tool` wins over an advertised name of the same spelling; a qualified name
+    on a configured backend whose listing is not known yet (it is down) is accepted as written —
+    the call itself will say if the tool does not exist.
+    """
+    known = set(backends)
+    issues: list[ConfigIssue] = []
+    steps: list[Any] = []
+    for position, step in enumerate(tool.steps):
+        if isinstance(step, ToolStep | ForEachStep):
+            call = step if isinstance(step, ToolStep) else step.step
+            target = resolve_tool(call.tool, catalog, known)
+            if target is None:
+                key = "tool" if isinstance(step, ToolStep) else "step.tool"
+                issues.append(
+                    ConfigIssue(
+                        f"composite_tools[{index}].steps[{position}].{key}",
+                        f"composite {tool.name!r}, step {step.id!r}: unknown tool {call.tool!r} "
+                        "(write `backend.original_tool` or an advertised name)",
+                    )
+                )
+                steps.append(step)
+                continue
+            resolved = call.model_copy(update={"backend": target[0], "original": target[1]})
+            steps.append(resolved if isinstance(step, ToolStep) else step.model_copy(update={"step": resolved}))
+        else:
+            steps.append(step)
+    return tool.model_copy(update={"steps": steps}), issues
+
+
+def resolve_tool(name: str, catalog: Catalog, backends: set[str]) -> tuple[str, str] | None:
+    backend, dot, original = name.partition(".")
+    if dot and backend in backends:
+        listed = any(b == backend for b, _ in catalog.all_tools)
+        if (backend, original) in catalog.all_tools or not listed:
+            return backend, original
+    route = catalog.tool_routes.get(name)
+    if route is not None:
+        return route.backend, route.original
+    return None

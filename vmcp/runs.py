@@ -1,0 +1,232 @@
+"""Composite tools as the façade serves them: arguments checked, runs started, waited for, reported.
+
+A composite call validates its arguments against the tool's JSON Schema (defaults applied) before
+anything starts, resolves the definition against the current catalogue, and starts the run under
+the id `vmcp-<tool>-<uuid>`. It waits at most the tool's `wait`; a run still going then answers at
+once with its id and state, and the built-in tools reach it later. No Temporal types here: the
+orchestrator is the only module that talks to Temporal.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import mcp_types as types
+from jsonschema import Draft202012Validator
+from jsonschema.validators import validator_for
+from mcp.server.context import ServerRequestContext
+
+from vmcp.catalog import Catalog
+from vmcp.composite import CompositeTool, resolve
+from vmcp.config import VmcpConfig
+from vmcp.contracts import CompositeRunInput, CompositeRunOutput
+from vmcp.orchestrator import Orchestrator, RunNotFound, TemporalUnreachable
+
+logger = logging.getLogger(__name__)
+
+STATUS_TOOL = "vmcp_run_status"
+RESULT_TOOL = "vmcp_run_result"
+CANCEL_TOOL = "vmcp_run_cancel"
+_PROGRESS_POLL = 0.25
+_MAX_RESULT_WAIT = 300.0
+
+_RUN_ID_SCHEMA = {"type": "string", "description": "A run id, `vmcp-<tool>-<uuid>`, as a composite call returned it."}
+BUILTIN_TOOLS = [
+    types.Tool(
+        name=STATUS_TOOL,
+        description="State of a composite-tool run and of each of its steps (status, timing, attempts, errors).",
+        input_schema={"type": "object", "properties": {"run_id": _RUN_ID_SCHEMA}, "required": ["run_id"]},
+    ),
+    types.Tool(
+        name=RESULT_TOOL,
+        description="The result of a composite-tool run, waiting up to `wait_seconds` for it to finish.",
+        input_schema={
+            "type": "object",
+            "properties": {
+                "run_id": _RUN_ID_SCHEMA,
+                "wait_seconds": {"type": "number", "minimum": 0, "maximum": _MAX_RESULT_WAIT, "default": 0},
+            },
+            "required": ["run_id"],
+        },
+    ),
+    types.Tool(
+        name=CANCEL_TOOL,
+        description="Cancel a composite-tool run: running steps are cancelled, no later step starts.",
+        input_schema={"type": "object", "properties": {"run_id": _RUN_ID_SCHEMA}, "required": ["run_id"]},
+    ),
+]
+
+
+def _error(text: str) -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
+
+
+def _data(structured: Any, text: str | None = None, *, is_error: bool = False) -> types.CallToolResult:
+    body = text if text is not None else json.dumps(structured, sort_keys=True, default=str)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=body)],
+        structured_content=structured if isinstance(structured, dict) else {"result": structured},
+        is_error=is_error,
+    )
+
+
+class CompositeRuns:
+    def __init__(self, config: VmcpConfig, orchestrator: Orchestrator | None = None) -> None:
+        self.config = config
+        self.tools: dict[str, CompositeTool] = {tool.name: tool for tool in config.composite_tools}
+        self.orchestrator = orchestrator or Orchestrator(config)
+        self._validators = {name: _validator(tool.parameters) for name, tool in self.tools.items()}
+
+    @property
+    def names(self) -> set[str]:
+        return {*self.tools, *(tool.name for tool in BUILTIN_TOOLS)}
+
+    def advertised(self) -> list[types.Tool]:
+        entries = [
+            types.Tool(
+                name=tool.name,
+                description=tool.description or f"Composite tool {tool.name}",
+                input_schema=tool.parameters,
+            )
+            for tool in self.tools.values()
+        ]
+        return [*entries, *BUILTIN_TOOLS] if self.tools else entries
+
+    def input_schema(self, name: str) -> Mapping[str, Any] | None:
+        tool = self.tools.get(name)
+        return tool.parameters if tool is not None else None
+
+    async def call(
+        self, ctx: ServerRequestContext[Any], name: str, arguments: dict[str, Any] | None, catalog: Catalog
+    ) -> types.CallToolResult:
+        try:
+            if name in self.tools:
+                return await self._run(ctx, self.tools[name], dict(arguments or {}), catalog)
+            return await self._builtin(name, dict(arguments or {}))
+        except TemporalUnreachable as exc:
+            return _error(f"{name}: composite tools run on Temporal, which is not reachable now: {exc}")
+        except RunNotFound as exc:
+            return _error(f"no run {exc.args[0]!r}: unknown run id (runs are kept for the namespace's retention)")
+
+    # ------------------------------------------------------------------ composite calls
+
+    async def _run(
+        self, ctx: ServerRequestContext[Any], tool: CompositeTool, arguments: dict[str, Any], catalog: Catalog
+    ) -> types.CallToolResult:
+        params = with_defaults(tool.parameters, arguments)
+        problems = sorted(self._validators[tool.name].iter_errors(params), key=lambda e: list(e.path))
+        if problems:
+            return _error(f"{tool.name}: invalid arguments: " + "; ".join(_describe(p) for p in problems))
+        index = list(self.tools).index(tool.name)
+        resolved, issues = resolve(tool, catalog, [b.name for b in self.config.backends], index)
+        if issues:
+            return _error(f"{tool.name} cannot run: " + "; ".join(issue.message for issue in issues))
+        run_id = f"vmcp-{tool.name}-{uuid.uuid4()}"
+        run = CompositeRunInput(tool=tool.name, definition=resolved.model_dump(mode="json"), params=params, caller={})
+        await self.orchestrator.start(run_id, run, tool.timeout)
+        output = await self._wait(ctx, run_id, tool)
+        if output is None:
+            return await self._still_going(run_id)
+        return _result(run_id, output)
+
+    async def _wait(
+        self, ctx: ServerRequestContext[Any], run_id: str, tool: CompositeTool
+    ) -> CompositeRunOutput | None:
+        """The result within `wait`; with a progress token, a notification as each step finishes."""
+        if not _wants_progress(ctx):
+            return await self.orchestrator.result(run_id, tool.wait)
+        outcome: list[CompositeRunOutput | None] = []
+        async with anyio.create_task_group() as group:
+
+            async def report() -> None:
+                reported: set[str] = set()
+                total = len(tool.steps)
+                while True:
+                    await anyio.sleep(_PROGRESS_POLL)
+                    try:
+                        steps = (await self.orchestrator.status(run_id)).get("steps", {})
+                    except Exception:  # progress is best effort; the result decides
+                        continue
+                    for step_id, state in steps.items():
+                        if state.get("status") in ("completed", "failed", "skipped") and step_id not in reported:
+                            reported.add(step_id)
+                            await ctx.session.report_progress(
+                                len(reported), total, f"step {step_id}: {state.get('status')}"
+                            )
+
+            group.start_soon(report)
+            outcome.append(await self.orchestrator.result(run_id, tool.wait))
+            group.cancel_scope.cancel()
+        return outcome[0]
+
+    async def _still_going(self, run_id: str) -> types.CallToolResult:
+        status = await self.orchestrator.status(run_id)
+        state = status.get("state", "running")
+        waiting = status.get("waiting_for") or {}
+        body = {"run_id": run_id, "state": state, "waiting_for": waiting}
+        text = (
+            f"Run {run_id} is {state.replace('_', ' ')}. Fetch its result later with "
+            f"{RESULT_TOOL}(run_id) or follow it with {STATUS_TOOL}(run_id)."
+        )
+        return _data(body, text)
+
+    # ------------------------------------------------------------------ built-in tools
+
+    async def _builtin(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        run_id = arguments.get("run_id")
+        if not isinstance(run_id, str) or not run_id:
+            return _error(f"{name}: argument `run_id` is required (a run id such as vmcp-<tool>-<uuid>)")
+        if name == STATUS_TOOL:
+            return _data(await self.orchestrator.status(run_id))
+        if name == CANCEL_TOOL:
+            await self.orchestrator.cancel(run_id)
+            return _data({"run_id": run_id, "cancel_requested": True})
+        wait = arguments.get("wait_seconds", 0)
+        if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= _MAX_RESULT_WAIT:
+            return _error(f"{name}: argument `wait_seconds` must be a number from 0 to {_MAX_RESULT_WAIT:g}")
+        output = await self.orchestrator.result(run_id, float(wait))
+        if output is None:
+            return await self._still_going(run_id)
+        return _result(run_id, output)
+
+
+def _result(run_id: str, output: CompositeRunOutput) -> types.CallToolResult:
+    result = _data(output.structured, output.text, is_error=output.is_error)
+    return result.model_copy(update={"meta": {"io.vmcp/run_id": run_id}})
+
+
+def _wants_progress(ctx: ServerRequestContext[Any]) -> bool:
+    meta = ctx.meta or {}
+    return meta.get("progress_token", meta.get("progressToken")) is not None  # type: ignore[union-attr]
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    cls = validator_for(schema, default=Draft202012Validator)
+    return cls(schema)
+
+
+def _describe(error: Any) -> str:
+    where = ".".join(str(p) for p in error.path)
+    return f"`{where}`: {error.message}" if where else error.message
+
+
+def with_defaults(schema: Mapping[str, Any], value: Any) -> Any:
+    """`value` with every missing property that has a `default` in `schema` filled in (nested
+    objects included), as the caller would have sent it."""
+    if not isinstance(value, dict) or schema.get("type", "object") != "object":
+        return value
+    filled = dict(value)
+    for key, sub in (schema.get("properties") or {}).items():
+        if not isinstance(sub, Mapping):
+            continue
+        if key not in filled and "default" in sub:
+            filled[key] = copy.deepcopy(sub["default"])
+        if key in filled:
+            filled[key] = with_defaults(sub, filled[key])
+    return filled

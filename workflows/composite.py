@@ -1,0 +1,280 @@
+"""The composite-tool interpreter: one generic workflow that runs the step graph in its input.
+
+Deterministic: it reads only its input, the clock and randomness Temporal gives it, and activity
+results; it renders templates with the pure `vmcp.templating`. Each step is a coroutine that
+starts the moment its own dependencies have finished (not level by level). A step's `retry` is
+the Temporal retry policy of its activity, so every attempt shows in the Web UI; a worker that
+dies mid-call is noticed by the heartbeat timeout and the call is retried elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+
+with workflow.unsafe.imports_passed_through():
+    from vmcp.composite import ApprovalStep, CompositeTool, ElicitationStep, ForEachStep, NestedToolStep, ToolStep
+    from vmcp.contracts import (
+        CALL_BACKEND_TOOL,
+        ERROR_TOOL,
+        PERMANENT_ERRORS,
+        QUERY_STATUS,
+        SEARCH_ATTRIBUTE_STATUS,
+        SEARCH_ATTRIBUTE_TOOL,
+        CallBackendToolInput,
+        CallBackendToolOutput,
+        CompositeRunInput,
+        CompositeRunOutput,
+    )
+    from vmcp.templating import TemplateFailure, evaluate, render
+
+HEARTBEAT_TIMEOUT = timedelta(seconds=10)  # how soon a dead worker's call is noticed and retried
+DEFAULT_ATTEMPT_TIMEOUT = 300.0
+_INFRA_RETRIES = 5  # re-runs of a call whose worker vanished after its retry policy was spent
+_TOOL_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_TOOL)
+_STATUS_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATUS)
+
+
+class StepFailed(Exception):
+    def __init__(self, message: str, attempts: int, output: Any = None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.output = output
+
+
+@workflow.defn(name="vmcp.CompositeTool")
+class CompositeToolWorkflow:
+    def __init__(self) -> None:
+        self._steps: dict[str, dict[str, Any]] = {}
+        self._state = "running"
+        self._failure: str | None = None
+
+    # ------------------------------------------------------------------ queries
+
+    @workflow.query(name=QUERY_STATUS)
+    def status(self) -> dict[str, Any]:
+        """The run as the façade and `vmcp runs show` see it: state and every step's progress."""
+        return {"state": self._state, "error": self._failure, "steps": self._steps}
+
+    # ------------------------------------------------------------------ the run
+
+    @workflow.run
+    async def run(self, run: CompositeRunInput) -> CompositeRunOutput:
+        tool = CompositeTool.model_validate(run.definition)
+        self._tool = tool
+        self._params = run.params
+        self._context_base = {
+            "params": run.params,
+            "run": {"id": workflow.info().workflow_id, "tool": tool.name},
+            "caller": run.caller,
+        }
+        for step in tool.steps:
+            self._steps[step.id] = {"status": "pending", "depends_on": list(step.depends_on)}
+        self._set_status("running", first=True)
+
+        tasks = {step.id: asyncio.create_task(self._run_step(step)) for step in tool.steps}
+        self._tasks = tasks
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+        if self._failure is not None:
+            self._set_status("failed")
+            return CompositeRunOutput(
+                structured={"error": self._failure, "steps": self._summaries()},
+                text=f"{tool.name} failed: {self._failure}",
+                is_error=True,
+                steps=self._summaries(),
+            )
+        try:
+            structured = render(tool.output, self._context()) if tool.output is not None else self._summaries()
+        except TemplateFailure as exc:
+            self._failure = f"output: {exc}"
+            self._set_status("failed")
+            return CompositeRunOutput(
+                structured={"error": self._failure, "steps": self._summaries()},
+                text=f"{tool.name} failed: {self._failure}",
+                is_error=True,
+                steps=self._summaries(),
+            )
+        self._set_status("completed")
+        return CompositeRunOutput(
+            structured=structured,
+            text=json.dumps(structured, sort_keys=True, default=str),
+            steps=self._summaries(),
+        )
+
+    def _set_status(self, state: str, *, first: bool = False) -> None:
+        self._state = state
+        updates = [_STATUS_KEY.value_set(state)]
+        if first:
+            updates.append(_TOOL_KEY.value_set(self._tool.name))
+        workflow.upsert_search_attributes(updates)
+
+    def _summaries(self) -> dict[str, Any]:
+        keys = ("status", "output", "error", "duration_ms", "attempts")
+        return {sid: {k: v for k, v in state.items() if k in keys} for sid, state in self._steps.items()}
+
+    def _context(self) -> dict[str, Any]:
+        steps = {}
+        for sid, state in self._steps.items():
+            steps[sid] = {
+                "output": state.get("output"),
+                "text": state.get("text", ""),
+                "status": state["status"],
+                "error": state.get("error"),
+                "duration_ms": state.get("duration_ms"),
+                "attempts": state.get("attempts", 0),
+            }
+        return {**self._context_base, "steps": steps}
+
+    # ------------------------------------------------------------------ one step
+
+    async def _run_step(self, step: Any) -> None:
+        state = self._steps[step.id]
+        await workflow.wait_condition(
+            lambda: (
+                self._failure is not None
+                or all(self._steps[dep]["status"] in ("completed", "failed", "skipped") for dep in step.depends_on)
+            )
+        )
+        if self._failure is not None:
+            state.update(status="skipped", error="not run: the run failed", output=step.default_output)
+            return
+        started = workflow.now()
+        state.update(status="running", started_at=started.isoformat())
+        try:
+            if step.when and not evaluate(step.when, self._context()):
+                state.update(status="skipped", output=step.default_output, reason="when was false")
+                return
+            if isinstance(step, ToolStep):
+                output, text, attempts = await self._call(step.id, "", step, render(step.arguments, self._context()))
+                state.update(status="completed", output=output, text=text, attempts=attempts)
+            elif isinstance(step, ForEachStep):
+                await self._for_each(step, state)
+            elif isinstance(step, ApprovalStep | ElicitationStep):
+                raise StepFailed(f"{step.type} steps are not supported by this version of vmcp yet", 0)
+        except (StepFailed, TemplateFailure) as exc:
+            attempts = exc.attempts if isinstance(exc, StepFailed) else 0
+            state.update(status="failed", error=str(exc), attempts=attempts, output=step.default_output)
+            if step.on_error == "fail" and self._failure is None:
+                self._failure = f"step {step.id!r}: {exc}"
+                for sid, task in self._tasks.items():
+                    if sid != step.id and self._steps[sid]["status"] == "running":
+                        task.cancel()
+        except asyncio.CancelledError:
+            state.update(status="skipped", error="cancelled: another step failed", output=step.default_output)
+            raise
+        finally:
+            finished = workflow.now()
+            state["duration_ms"] = int((finished - started).total_seconds() * 1000)
+            state["finished_at"] = finished.isoformat()
+
+    async def _for_each(self, step: ForEachStep, state: dict[str, Any]) -> None:
+        expression = step.collection.strip()
+        if expression.startswith("{{") and expression.endswith("}}"):
+            expression = expression[2:-2]
+        items = render("{{" + expression + "}}", self._context())
+        if not isinstance(items, list):
+            raise StepFailed(f"collection is {type(items).__name__}, not a list", 0)
+        limit = asyncio.Semaphore(step.max_parallel)
+        results: list[Any] = [None] * len(items)
+        failures: list[str] = []
+        attempts = 0
+
+        async def one(index: int, item: Any) -> None:
+            nonlocal attempts
+            async with limit:
+                context = {**self._context(), step.item_var: item}
+                try:
+                    output, _, used = await self._call(
+                        step.id, f"/{index}", step.step, render(step.step.arguments, context)
+                    )
+                    results[index] = output
+                    attempts += used
+                except (StepFailed, TemplateFailure) as exc:
+                    failures.append(f"item {index}: {exc}")
+                    results[index] = {"error": str(exc)}
+                    attempts += exc.attempts if isinstance(exc, StepFailed) else 0
+
+        await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
+        state.update(output=results, attempts=attempts, items=len(items))
+        if failures:
+            raise StepFailed(
+                f"{len(failures)} of {len(items)} items failed: {'; '.join(failures[:3])}", attempts, results
+            )
+        state["status"] = "completed"
+
+    async def _call(
+        self, step_id: str, suffix: str, call: ToolStep | NestedToolStep, arguments: Any
+    ) -> tuple[Any, str, int]:
+        """One backend call under the step's retry policy: (output, text, attempts)."""
+        assert call.backend is not None and call.original is not None, "definition was not resolved"
+        spec = call.retry
+        policy = RetryPolicy(
+            maximum_attempts=spec.max_attempts,
+            initial_interval=timedelta(seconds=spec.initial_interval),
+            backoff_coefficient=spec.backoff,
+            maximum_interval=timedelta(seconds=spec.max_interval) if spec.max_interval else None,
+            non_retryable_error_types=list(PERMANENT_ERRORS),
+        )
+        attempt_timeout = call.timeout or DEFAULT_ATTEMPT_TIMEOUT
+        request = CallBackendToolInput(
+            backend=call.backend,
+            tool=call.original,
+            arguments=arguments if isinstance(arguments, dict) else {},
+            idempotency_key=f"{workflow.info().workflow_id}/{step_id}{suffix}",
+            step_id=step_id,
+            timeout_seconds=call.timeout,
+            fail_on_error=True,
+        )
+        for _ in range(_INFRA_RETRIES + 1):
+            try:
+                result = await workflow.execute_activity(
+                    CALL_BACKEND_TOOL,
+                    request,
+                    result_type=CallBackendToolOutput,
+                    # the activity enforces the attempt timeout itself (a clean error); this is the net
+                    start_to_close_timeout=timedelta(seconds=attempt_timeout + 15),
+                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
+                    retry_policy=policy,
+                    summary=f"{step_id}{suffix}: {call.backend}.{call.original}",
+                )
+                return _output_of(result.structured_content, result.text), result.text, result.attempt
+            except ActivityError as exc:
+                cause = exc.cause
+                if isinstance(cause, TimeoutError) and cause.type == TimeoutType.HEARTBEAT:
+                    continue  # the worker running it vanished: run the call again
+                raise _step_failure(exc, spec.max_attempts) from None
+        raise StepFailed("the call was lost with its worker too many times", spec.max_attempts)
+
+
+def _step_failure(exc: ActivityError, max_attempts: int) -> StepFailed:
+    cause = exc.cause
+    if isinstance(cause, ApplicationError):
+        details = cause.details[0] if cause.details else None
+        attempts = details.get("attempt", max_attempts) if isinstance(details, dict) else max_attempts
+        if cause.type in PERMANENT_ERRORS:
+            attempts = details.get("attempt", 1) if isinstance(details, dict) else 1
+        output = None
+        if cause.type == ERROR_TOOL and isinstance(details, dict):
+            output = _output_of(details.get("structured_content"), details.get("text", ""))
+        return StepFailed(cause.message, attempts, output)
+    if isinstance(cause, TimeoutError):
+        return StepFailed(f"timed out ({cause.type.name.lower() if cause.type else 'timeout'})", max_attempts)
+    return StepFailed(str(cause or exc), max_attempts)
+
+
+def _output_of(structured: Any, text: str) -> Any:
+    """What later steps see as `steps.<id>.output`: structuredContent, else the text parsed as
+    JSON when it parses, else the text."""
+    if structured is not None:
+        return structured
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        return text
