@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vmcp.composite import CompositeTool
+from vmcp.composite import CompositeTool, check_composites
 from vmcp.config_types import ConfigIssue, Seconds
 
 BACKEND_NAME = r"^[a-z0-9_-]+$"
@@ -259,8 +259,7 @@ def check_references(config: VmcpConfig) -> list[ConfigIssue]:
                     ConfigIssue(path, f"{override.name!r} is already the override name of {claimed[override.name]}")
                 )
             claimed[override.name] = f"{backend_name}.{tool}"
-    if config.composite_tools:
-        issues.append(ConfigIssue("composite_tools", "composite tools are not supported by this version of vmcp yet"))
+    issues += check_composites(config.composite_tools)
     return issues
 
 

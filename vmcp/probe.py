@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 
 from vmcp.backends import BackendPool, BackendStatus
 from vmcp.catalog import Catalog, CatalogError, build_catalog
+from vmcp.composite import resolve
 from vmcp.config import VmcpConfig
+from vmcp.config_types import ConfigIssue
 
 
 @dataclass
@@ -41,4 +43,18 @@ async def probe_catalog(config: VmcpConfig, timeout: float = 20.0) -> ProbeOutco
             outcome.warnings.extend(outcome.catalog.warnings)
         except CatalogError as exc:
             outcome.error = exc
+            return outcome
+        backends = [b.name for b in config.backends]
+        issues = [
+            issue
+            for index, tool in enumerate(config.composite_tools)
+            for issue in resolve(tool, outcome.catalog, backends, index)[1]
+        ]
+        issues += [
+            ConfigIssue(f"composite_tools[{i}].name", f"composite tool {t.name!r} has the name of a backend tool")
+            for i, t in enumerate(config.composite_tools)
+            if t.name in outcome.catalog.tool_routes
+        ]
+        if issues:
+            outcome.error = CatalogError(issues)
     return outcome

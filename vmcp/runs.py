@@ -35,6 +35,7 @@ RESULT_TOOL = "vmcp_run_result"
 CANCEL_TOOL = "vmcp_run_cancel"
 _PROGRESS_POLL = 0.25
 _MAX_RESULT_WAIT = 300.0
+_FINISHED = ("completed", "failed", "skipped")
 
 _RUN_ID_SCHEMA = {"type": "string", "description": "A run id, `vmcp-<tool>-<uuid>`, as a composite call returned it."}
 BUILTIN_TOOLS = [
@@ -142,27 +143,31 @@ class CompositeRuns:
         if not _wants_progress(ctx):
             return await self.orchestrator.result(run_id, tool.wait)
         outcome: list[CompositeRunOutput | None] = []
+        reported: set[str] = set()
+        total = len(tool.steps)
+
+        async def announce(steps: Mapping[str, Any]) -> None:
+            for step_id, state in steps.items():
+                if state.get("status") in _FINISHED and step_id not in reported:
+                    reported.add(step_id)
+                    await ctx.session.report_progress(len(reported), total, f"step {step_id}: {state.get('status')}")
+
         async with anyio.create_task_group() as group:
 
-            async def report() -> None:
-                reported: set[str] = set()
-                total = len(tool.steps)
+            async def poll() -> None:
                 while True:
                     await anyio.sleep(_PROGRESS_POLL)
                     try:
-                        steps = (await self.orchestrator.status(run_id)).get("steps", {})
+                        await announce((await self.orchestrator.status(run_id)).get("steps", {}))
                     except Exception:  # progress is best effort; the result decides
-                        continue
-                    for step_id, state in steps.items():
-                        if state.get("status") in ("completed", "failed", "skipped") and step_id not in reported:
-                            reported.add(step_id)
-                            await ctx.session.report_progress(
-                                len(reported), total, f"step {step_id}: {state.get('status')}"
-                            )
+                        logger.debug("progress poll failed", exc_info=True)
 
-            group.start_soon(report)
+            group.start_soon(poll)
             outcome.append(await self.orchestrator.result(run_id, tool.wait))
             group.cancel_scope.cancel()
+        if outcome[0] is not None:
+            # steps that finished between polls (or all of them, for a fast run), in their order
+            await announce(outcome[0].steps)
         return outcome[0]
 
     async def _still_going(self, run_id: str) -> types.CallToolResult:

@@ -43,6 +43,10 @@ _HANDSHAKE_METHODS = ("initialize", "server/discover")
 
 class _Counters:
     def __init__(self) -> None:
+        self.tallies: dict[str, int] = {}  # label -> calls (exactly-once checks)
+        self.keys: dict[str, int] = {}  # idempotency key -> calls carrying it
+        self.running = 0
+        self.max_running = 0  # the most `slow` calls ever in progress at once
         self.cancelled = 0
         self.tool_calls = 0
         self.connections = 0
@@ -83,13 +87,37 @@ def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServe
         return a + b
 
     @server.tool(description="Sleep for `seconds`, then answer.")
-    async def slow(seconds: float) -> types.CallToolResult:
+    async def slow(seconds: float, label: str = "") -> types.CallToolResult:
+        counters.running += 1
+        counters.max_running = max(counters.max_running, counters.running)
         try:
             await anyio.sleep(seconds)
         except anyio.get_cancelled_exc_class():
             counters.cancelled += 1  # the client (or vmcp on its behalf) cancelled the call
             raise
-        return _text(f"slept {seconds:g}s", {"slept": seconds})
+        finally:
+            counters.running -= 1
+        if label:
+            counters.tallies[label] = counters.tallies.get(label, 0) + 1
+        return _text(f"slept {seconds:g}s", {"slept": seconds, "label": label})
+
+    @server.tool(description="Count a call under `label` and answer with how many there were.")
+    def tally(label: str, ctx: Context) -> types.CallToolResult:
+        counters.tallies[label] = counters.tallies.get(label, 0) + 1
+        key = (ctx.request_context.meta or {}).get("io.vmcp/idempotency-key")
+        if isinstance(key, str):
+            counters.keys[key] = counters.keys.get(key, 0) + 1
+        return _text(
+            f"{label}: {counters.tallies[label]}", {"label": label, "calls": counters.tallies[label], "key": key}
+        )
+
+    @server.tool(description="Fail (isError) the first `failures` calls with this `label`, then succeed.")
+    def flaky(label: str, failures: int) -> types.CallToolResult:
+        seen = counters.tallies.get(label, 0) + 1
+        counters.tallies[label] = seen
+        if seen <= failures:
+            return _text(f"{label}: failure {seen} of {failures}", is_error=True)
+        return _text(f"{label}: succeeded on call {seen}", {"label": label, "calls": seen})
 
     @server.tool(description="Fail on purpose: an isError result carrying the message.")
     def fail(message: str) -> types.CallToolResult:
@@ -104,6 +132,9 @@ def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServe
         data = {
             "calls": counters.tool_calls,
             "cancelled": counters.cancelled,
+            "tallies": dict(counters.tallies),
+            "keys": dict(counters.keys),
+            "max_running": counters.max_running,
             "connections": counters.connections,
             "pid": os.getpid(),
             "name": name,
