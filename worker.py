@@ -15,7 +15,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import Any
@@ -80,8 +80,13 @@ async def run_worker(
     pool: BackendPool | None = None,
     stop: anyio.Event | None = None,
     ready: anyio.Event | None = None,
+    on_client: Callable[[Client], None] | None = None,
 ) -> None:
     """Run until `stop` is set (or the caller cancels), then shut the worker down gracefully.
+
+    `on_client` receives the worker's Temporal client once connected: a façade in the same
+    process that starts runs with it gets eager workflow start (the run's first task goes
+    straight to this worker instead of through the server's matching).
 
     With `pool`, the caller owns the backend pool (`vmcp dev` shares one with the façade);
     otherwise the worker opens its own. `ready` is set once the worker polls its task queue.
@@ -94,6 +99,8 @@ async def run_worker(
         client = await _connect_with_backoff(config, stop)
         if client is None:
             return
+        if on_client is not None:
+            on_client(client)
         worker = build_worker(client, config, pool)
         await _run_until_stopped(worker, stop, ready)
         logger.info("worker stopped")

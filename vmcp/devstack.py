@@ -207,7 +207,13 @@ async def _run_stack(config: VmcpConfig, plan: DevPlan, run: _Run) -> None:
 
             async def run_the_worker() -> None:
                 try:
-                    await run_worker(config, pool=pool, stop=worker_stop, ready=worker_ready)
+                    await run_worker(
+                        config,
+                        pool=pool,
+                        stop=worker_stop,
+                        ready=worker_ready,
+                        on_client=app.state.facade.runs.orchestrator.use_client,  # type: ignore[attr-defined]
+                    )
                 except WorkerFailed as exc:
                     run.fail(str(exc))
                 finally:

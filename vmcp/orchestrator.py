@@ -22,6 +22,7 @@ from vmcp.config import VmcpConfig
 from vmcp.contracts import (
     COMPOSITE_WORKFLOW,
     QUERY_STATUS,
+    SEARCH_ATTRIBUTE_STATUS,
     SEARCH_ATTRIBUTE_TOOL,
     CompositeRunInput,
     CompositeRunOutput,
@@ -123,6 +124,10 @@ class Orchestrator:
         self._client: Client | None = None
         self._lock = anyio.Lock()
 
+    def use_client(self, client: Client) -> None:
+        """Start runs with `client` (a worker's in the same process: eager workflow start)."""
+        self._client = client
+
     async def client(self) -> Client:
         if self._client is None:
             async with self._lock:
@@ -138,10 +143,17 @@ class Orchestrator:
             id=run_id,
             task_queue=self.config.temporal.task_queue,
             execution_timeout=timedelta(seconds=timeout),
+            # set at start, so the run is findable before its first task (and that task need not upsert)
             search_attributes=TypedSearchAttributes(
-                [SearchAttributePair(SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_TOOL), run.tool)]
+                [
+                    SearchAttributePair(SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_TOOL), run.tool),
+                    SearchAttributePair(SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATUS), "running"),
+                ]
             ),
             static_summary=f"composite tool {run.tool}",
+            # honoured when this client also runs a worker on the queue (`vmcp dev`): the first
+            # workflow task is handed to it in the start response
+            request_eager_start=True,
         )
 
     async def result(self, run_id: str, wait: float) -> CompositeRunOutput | None:

@@ -34,6 +34,14 @@ DEFAULT_DYNAMIC_CONFIG: dict[str, Any] = {
     # holds every new workflow and activity task back by up to 50 ms and about doubles the
     # latency of a short composite run. `dev_server.dynamic_config` overrides it.
     "history.transferProcessorMaxPollRPS": 1000,
+    # One partition per task queue: with the default four, a task can land on a partition no
+    # poller waits on and is forwarded first (one worker fleet on one machine gains nothing).
+    "matching.numTaskqueueReadPartitions": 1,
+    "matching.numTaskqueueWritePartitions": 1,
+    # A workflow task that schedules an activity gets it back in its own completion when the
+    # worker has a free slot: one round trip through matching less per step.
+    "system.enableActivityEagerExecution": True,
+    "system.enableEagerWorkflowStart": True,
 }
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
@@ -152,6 +160,11 @@ def temporal_command(config: VmcpConfig, binary: str, *, ip: str, port: int, ui_
         "--ui-port", str(ui_port),
         "--namespace", config.temporal.namespace,
         "--log-level", "warn",
+        # Write-ahead log, synced at checkpoints rather than on every commit: each step of a run
+        # commits several times, and a development machine's fsync is what a run waits on. A
+        # power cut can lose the last moments; a killed process (the durability tests) cannot.
+        "--sqlite-pragma", "journal_mode=wal",
+        "--sqlite-pragma", "synchronous=normal",
     ]  # fmt: skip
     # Given on every start: the server keeps them in its database and accepts the same
     # definitions again, so a restart on an existing file needs no special case.

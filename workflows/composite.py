@@ -26,7 +26,6 @@ with workflow.unsafe.imports_passed_through():
         PERMANENT_ERRORS,
         QUERY_STATUS,
         SEARCH_ATTRIBUTE_STATUS,
-        SEARCH_ATTRIBUTE_TOOL,
         CallBackendToolInput,
         CallBackendToolOutput,
         CompositeRunInput,
@@ -37,7 +36,6 @@ with workflow.unsafe.imports_passed_through():
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)  # how soon a dead worker's call is noticed and retried
 DEFAULT_ATTEMPT_TIMEOUT = 300.0
 _INFRA_RETRIES = 5  # re-runs of a call whose worker vanished after its retry policy was spent
-_TOOL_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_TOOL)
 _STATUS_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATUS)
 
 
@@ -76,7 +74,7 @@ class CompositeToolWorkflow:
         }
         for step in tool.steps:
             self._steps[step.id] = {"status": "pending", "depends_on": list(step.depends_on)}
-        self._set_status("running", first=True)
+        self._state = "running"  # VmcpTool and VmcpStatus=running were set by the starter
 
         tasks = {step.id: asyncio.create_task(self._run_step(step)) for step in tool.steps}
         self._tasks = tasks
@@ -108,12 +106,9 @@ class CompositeToolWorkflow:
             steps=self._summaries(),
         )
 
-    def _set_status(self, state: str, *, first: bool = False) -> None:
+    def _set_status(self, state: str) -> None:
         self._state = state
-        updates = [_STATUS_KEY.value_set(state)]
-        if first:
-            updates.append(_TOOL_KEY.value_set(self._tool.name))
-        workflow.upsert_search_attributes(updates)
+        workflow.upsert_search_attributes([_STATUS_KEY.value_set(state)])
 
     def _summaries(self) -> dict[str, Any]:
         keys = ("status", "output", "error", "duration_ms", "attempts")

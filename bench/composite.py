@@ -1,0 +1,192 @@
+"""Composite-tool overhead, side by side in one run against a real `vmcp dev` stack.
+
+    .venv/bin/python bench/composite.py [--runs 20] [--callers 50]
+
+(a) three parallel 200 ms steps: end-to-end wall time through vmcp (ideal: 200 ms);
+(b) a one-step composite vs the same tool called directly through vmcp;
+(c) a diamond with unequal branches (100 ms + 300 ms, then 100 ms) vs its critical path (400 ms);
+(d) 50 concurrent callers of a one-step composite: runs/s, p50, p99.
+The backend is the test fault server over streamable HTTP (`slow(seconds)` sleeps server-side).
+Not a test: figures go in notes and the README, never into assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+import httpx
+import yaml
+from mcp import Client
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def composites() -> list[dict[str, object]]:
+    slow = "fault.slow"
+    return [
+        {
+            "name": "parallel3",
+            "steps": [{"id": f"s{i}", "tool": slow, "arguments": {"seconds": 0.2}} for i in range(3)],
+        },
+        {"name": "one_step", "steps": [{"id": "only", "tool": "fault.echo", "arguments": {"text": "x"}}]},
+        {
+            "name": "diamond",
+            "steps": [
+                {"id": "short", "tool": slow, "arguments": {"seconds": 0.1}},
+                {"id": "long", "tool": slow, "arguments": {"seconds": 0.3}},
+                {"id": "join", "tool": slow, "arguments": {"seconds": 0.1}, "depends_on": ["short", "long"]},
+            ],
+        },
+    ]
+
+
+async def timed(client: Client, tool: str, args: dict[str, object]) -> float:
+    start = time.perf_counter()
+    result = await client.call_tool(tool, args)
+    elapsed = time.perf_counter() - start
+    assert not result.is_error, result
+    return elapsed
+
+
+async def measure(url: str, runs: int, callers: int) -> dict[str, list[float] | float]:
+    out: dict[str, list[float] | float] = {"a": [], "b_composite": [], "b_direct": [], "c": []}
+    async with Client(url) as client:
+        for _ in range(3):  # warm-up: connections, worker caches
+            await timed(client, "one_step", {})
+        for _ in range(runs):  # interleaved, so each figure sees the same machine
+            out["a"].append(await timed(client, "parallel3", {}))  # type: ignore[union-attr]
+            out["b_composite"].append(await timed(client, "one_step", {}))  # type: ignore[union-attr]
+            out["b_direct"].append(await timed(client, "fault_echo", {"text": "x"}))  # type: ignore[union-attr]
+            out["c"].append(await timed(client, "diamond", {}))  # type: ignore[union-attr]
+
+    latencies: list[float] = []
+
+    async def caller(count: int) -> None:
+        async with Client(url) as client:
+            for _ in range(count):
+                latencies.append(await timed(client, "one_step", {}))
+
+    start = time.perf_counter()
+    async with anyio.create_task_group() as group:
+        for _ in range(callers):
+            group.start_soon(caller, 4)
+    out["d_elapsed"] = time.perf_counter() - start
+    out["d"] = latencies
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--callers", type=int, default=50)
+    args = parser.parse_args()
+    ports = {name: free_port() for name in ("backend", "facade", "temporal", "ui")}
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        config = {
+            "server": {"host": "127.0.0.1", "port": ports["facade"]},
+            "temporal": {
+                "address": f"127.0.0.1:{ports['temporal']}",
+                "dev_server": {"db_file": str(Path(tmp) / "t.db"), "ui_port": ports["ui"]},
+            },
+            "backends": [
+                {"name": "fault", "transport": "streamable-http", "url": f"http://127.0.0.1:{ports['backend']}/mcp"}
+            ],
+            "composite_tools": composites(),
+        }
+        (Path(tmp) / "bench.yaml").write_text(yaml.safe_dump(config))
+        try:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "tests.servers.fault_server",
+                        "--transport",
+                        "streamable-http",
+                        "--port",
+                        str(ports["backend"]),
+                    ],
+                    cwd=ROOT,
+                )
+            )
+            wait_http(f"http://127.0.0.1:{ports['backend']}/mcp")
+            procs.append(
+                subprocess.Popen(
+                    [str(BIN / "vmcp"), "dev", "--config", str(Path(tmp) / "bench.yaml")], stdout=subprocess.DEVNULL
+                )
+            )
+            wait_http(f"http://127.0.0.1:{ports['facade']}/readyz", timeout=120)
+            f = anyio.run(
+                measure,
+                f"http://127.0.0.1:{ports['facade']}/mcp",
+                args.runs,
+                args.callers,
+                backend_options={"use_uvloop": True},
+            )
+        finally:
+            for proc in reversed(procs):
+                proc.terminate()
+            for proc in procs:
+                proc.wait(30)
+
+    a, bc, bd, c, d = (f[k] for k in ("a", "b_composite", "b_direct", "c", "d"))
+    assert isinstance(a, list) and isinstance(bc, list) and isinstance(bd, list) and isinstance(c, list)
+    assert isinstance(d, list)
+    elapsed = f["d_elapsed"]
+    assert isinstance(elapsed, float)
+    print(f"composite benchmark: {args.runs} runs each, {os.cpu_count()} cpus, vmcp dev stack, HTTP fault backend")
+    print(
+        f"(a) three parallel 200 ms steps   p50 {pct(a, 0.5):7.1f} ms  p99 {pct(a, 0.99):7.1f} ms"
+        f"  (ideal 200 ms: x{pct(a, 0.5) / 200:.2f})"
+    )
+    print(
+        f"(b) one-step composite             p50 {pct(bc, 0.5):7.1f} ms  vs direct tool p50 {pct(bd, 0.5):6.1f} ms"
+        f"  (+{pct(bc, 0.5) - pct(bd, 0.5):.1f} ms)"
+    )
+    print(
+        f"(c) diamond, critical path 400 ms  p50 {pct(c, 0.5):7.1f} ms  p99 {pct(c, 0.99):7.1f} ms"
+        f"  ({(pct(c, 0.5) / 400 - 1) * 100:+.1f}% over the critical path)"
+    )
+    print(
+        f"(d) {args.callers} concurrent callers x4      {len(d) / elapsed:7.1f} runs/s  p50 {pct(d, 0.5):7.1f} ms"
+        f"  p99 {pct(d, 0.99):7.1f} ms  (p99/p50 {pct(d, 0.99) / pct(d, 0.5):.2f})"
+    )
+    print(f"    mean one-step {statistics.mean(bc) * 1000:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
