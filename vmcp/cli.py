@@ -64,7 +64,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return 1
     print(
         f"{args.file}: valid ({len(config.backends)} backends, {outcome.reachable} reachable, "
-        f"{len(outcome.catalog.tools)} tools advertised)"
+        f"{len(outcome.catalog.tools)} backend tools and {len(config.composite_tools)} composite tools advertised)"
     )
     return 0
 
@@ -94,6 +94,16 @@ def cmd_tools(args: argparse.Namespace) -> int:
                 "original": route.original,
                 "description": (tool.description or "").strip().splitlines()[0] if tool.description else "",
                 "input_schema": tool.input_schema,
+            }
+        )
+    for composite in config.composite_tools:
+        rows.append(
+            {
+                "name": composite.name,
+                "backend": "(composite)",
+                "original": f"{len(composite.steps)} steps",
+                "description": composite.description.strip().splitlines()[0] if composite.description else "",
+                "input_schema": composite.parameters,
             }
         )
     if args.json:

@@ -165,7 +165,7 @@ def test_validate_manual_clash_resolved_by_overrides(tmp_path: Path) -> None:
     }
     run = vmcp("validate", str(write(tmp_path, config)), cwd=tmp_path)
     assert run.code == 0, run.err
-    assert "4 tools" in run.out
+    assert "4 backend tools" in run.out
 
 
 def test_validate_offline_contacts_no_backend(tmp_path: Path) -> None:
