@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -19,7 +20,8 @@ from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vmcp.backends import BackendPool
@@ -122,6 +124,13 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
     app.state.lean = mcp_endpoint
     app.state.prepare = prepare
     return _McpFirst(app, config.server.path, mcp_endpoint)
+
+
+def serve_directory(app: ASGIApp, prefix: str, directory: Path) -> None:
+    """Serve static files under `prefix` beside the MCP endpoint (the dev stack's demo data)."""
+    starlette = getattr(app, "app", app)
+    assert isinstance(starlette, Starlette)
+    starlette.routes.append(Mount(prefix, StaticFiles(directory=directory, html=True), name="static"))
 
 
 class StartupRefused(Exception):

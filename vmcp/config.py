@@ -45,6 +45,9 @@ class DevServerConfig(_Strict):
     db_file: str = ".vmcp/temporal.db"
     ui_port: int = Field(default=8233, ge=0, le=65535)
     dynamic_config: dict[str, Any] = Field(default_factory=dict)
+    # A directory `vmcp dev` serves at /demo/ beside the MCP endpoint: local data (documentation
+    # pages) that the demo composite tools fetch, so they run offline.
+    demo_site: str | None = None
 
 
 class TemporalConfig(_Strict):

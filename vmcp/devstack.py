@@ -22,7 +22,7 @@ import httpx
 import uvicorn
 from starlette.types import ASGIApp
 
-from vmcp.app import StartupRefused, create_app
+from vmcp.app import StartupRefused, create_app, serve_directory
 from vmcp.backends import BackendPool
 from vmcp.config import VmcpConfig
 from vmcp.orchestrator import TemporalUnreachable, wait_until_reachable
@@ -188,6 +188,8 @@ async def _run_stack(config: VmcpConfig, plan: DevPlan, run: _Run) -> None:
             return
         async with BackendPool(config.backends, config.base_dir) as pool, anyio.create_task_group() as group:
             app = create_app(config, pool)
+            if config.temporal.dev_server.demo_site:
+                serve_directory(app, "/demo", config.resolve_path(config.temporal.dev_server.demo_site))
             if not await _until_stopped(run, partial(_prepare, app)):
                 return
             facade = _facade(app, plan)
