@@ -147,6 +147,14 @@ def _check_one(tool: CompositeTool, where: str) -> list[ConfigIssue]:
         validator_for(tool.parameters).check_schema(tool.parameters)
     except SchemaError as exc:
         issues.append(ConfigIssue(f"{where}.parameters", f"{label}: not a valid JSON Schema: {exc.message}"))
+    else:
+        if tool.parameters.get("type", "object") != "object":
+            issues.append(
+                ConfigIssue(
+                    f"{where}.parameters.type",
+                    f"{label}: parameters must be a JSON Schema of type object (it is the tool's MCP inputSchema)",
+                )
+            )
     params = set((tool.parameters.get("properties") or {}).keys())
     open_params = tool.parameters.get("additionalProperties", True) is not False and not params
 
@@ -220,10 +228,14 @@ def _check_refs(
     local: set[str],
 ) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
+    unknown_roots: set[str] = set()
     for ref in sorted(refs, key=lambda r: (r.root, r.name or "")):
         if ref.root in local or ref.root in _JINJA_NAMES:
             continue
         if ref.root not in TEMPLATE_ROOTS:
+            if ref.root in unknown_roots:
+                continue  # `foo` and `foo.bar` are one mistake
+            unknown_roots.add(ref.root)
             issues.append(ConfigIssue(path, f"{context}: unknown name {ref.root!r} (use params, steps, run, caller)"))
         elif ref.root == "steps" and ref.name is not None:
             if ref.name not in ids:

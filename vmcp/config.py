@@ -175,11 +175,20 @@ def format_path(loc: Sequence[str | int]) -> str:
     return out
 
 
+_STEP_TAGS = frozenset({"tool", "for_each", "approval", "elicitation"})
+
+
 def _issues_from_validation(exc: ValidationError, data: Any) -> list[ConfigIssue]:
     issues = []
     for err in exc.errors():
         # pydantic appends the validator's position for model-level checks; drop internal markers
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        # a step's type tag (`tool`, `for_each`, …) is pydantic's union branch, not a key
+        loc = [
+            p
+            for i, p in enumerate(loc)
+            if not (i >= 2 and loc[i - 2] == "steps" and isinstance(loc[i - 1], int) and p in _STEP_TAGS)
+        ]
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key" + _suggestion(loc, data)

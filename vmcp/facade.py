@@ -169,7 +169,11 @@ class Facade:
         if route is None:
             if params.name in self.runs.names:
                 with calling(ctx):
-                    return await self.runs.call(ctx, params.name, params.arguments, self.catalog)
+                    try:
+                        return await self.runs.call(ctx, params.name, params.arguments, self.catalog)
+                    except Exception as exc:  # boundary: nothing escapes a handler
+                        logger.exception("tools/call %s failed", params.name)
+                        return error_result(f"Tool {params.name!r} failed inside vmcp: {type(exc).__name__}: {exc}")
             return error_result(f"Unknown tool {params.name!r}: no backend offers it (see tools/list).")
         progress = _has_progress_token(params.meta)
         try:

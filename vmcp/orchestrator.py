@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
@@ -108,6 +109,29 @@ def describe_error(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- composite runs
 
 
+_GONE = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reaching(
+    method: Callable[Concatenate[Orchestrator, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[Orchestrator, _P], Coroutine[Any, Any, _R]]:
+    """An RPC that failed because Temporal is not there (down, restarting) raises
+    TemporalUnreachable, which the façade answers with an `isError` result naming Temporal."""
+
+    async def wrapper(self: Orchestrator, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await method(self, *args, **kwargs)
+        except RPCError as exc:
+            if exc.status in _GONE:
+                address = self.config.temporal.address
+                raise TemporalUnreachable(f"Temporal at {address} is not reachable: {describe_error(exc)}") from None
+            raise
+
+    return wrapper
+
+
 class RunNotFound(Exception):
     """No run with that id (or it is not a vmcp composite run)."""
 
@@ -135,6 +159,7 @@ class Orchestrator:
                     self._client = await connect(self.config)
         return self._client
 
+    @_reaching
     async def start(self, run_id: str, run: CompositeRunInput, timeout: float) -> None:
         client = await self.client()
         await client.start_workflow(
@@ -156,6 +181,7 @@ class Orchestrator:
             request_eager_start=True,
         )
 
+    @_reaching
     async def result(self, run_id: str, wait: float) -> CompositeRunOutput | None:
         """The run's output, or None if it is still going after `wait` seconds."""
         handle = (await self.client()).get_workflow_handle(run_id, result_type=CompositeRunOutput)
@@ -173,6 +199,7 @@ class Orchestrator:
                 raise
         return None
 
+    @_reaching
     async def status(self, run_id: str) -> dict[str, Any]:
         """State and steps of a run: its own query while it runs, its description once closed."""
         handle = (await self.client()).get_workflow_handle(run_id)
@@ -190,12 +217,14 @@ class Orchestrator:
         if closed and description.status is not None:
             status.setdefault("state", description.status.name.lower())
             if description.status != WorkflowExecutionStatus.COMPLETED:
-                status["state"] = description.status.name.lower()
+                name = description.status.name.lower()
+                status["state"] = "cancelled" if name == "canceled" else name
         status["run_id"] = run_id
         status["started_at"] = description.start_time.isoformat() if description.start_time else None
         status["closed_at"] = description.close_time.isoformat() if description.close_time else None
         return status
 
+    @_reaching
     async def cancel(self, run_id: str) -> None:
         handle = (await self.client()).get_workflow_handle(run_id)
         try:

@@ -146,8 +146,15 @@ class CompositeRuns:
         reported: set[str] = set()
         total = len(tool.steps)
 
+        rank = _dependency_order(tool)
+
         async def announce(steps: Mapping[str, Any]) -> None:
-            for step_id, state in steps.items():
+            # in the order they finished (workflow time), ties and untimed ones dependencies first:
+            # the status query's JSON comes with its keys sorted alphabetically
+            def finish_order(item: tuple[str, Any]) -> tuple[str, int]:
+                return (str(item[1].get("finished_at") or "~"), rank.get(item[0], 0))
+
+            for step_id, state in sorted(steps.items(), key=finish_order):
                 if state.get("status") in _FINISHED and step_id not in reported:
                     reported.add(step_id)
                     await ctx.session.report_progress(len(reported), total, f"step {step_id}: {state.get('status')}")
@@ -204,6 +211,22 @@ class CompositeRuns:
 def _result(run_id: str, output: CompositeRunOutput) -> types.CallToolResult:
     result = _data(output.structured, output.text, is_error=output.is_error)
     return result.model_copy(update={"meta": {"io.vmcp/run_id": run_id}})
+
+
+def _dependency_order(tool: CompositeTool) -> dict[str, int]:
+    """Step id -> position in an order where every step comes after its dependencies."""
+    deps = {step.id: list(step.depends_on) for step in tool.steps}
+    order: dict[str, int] = {}
+
+    def place(step_id: str) -> None:
+        if step_id not in order:
+            for dep in deps.get(step_id, []):
+                place(dep)
+            order[step_id] = len(order)
+
+    for step_id in deps:
+        place(step_id)
+    return order
 
 
 def _wants_progress(ctx: ServerRequestContext[Any]) -> bool:

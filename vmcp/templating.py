@@ -13,15 +13,29 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, nodes
+from jinja2 import ChainableUndefined, StrictUndefined, TemplateError, UndefinedError, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>.*?)\}\}\s*$", re.DOTALL)
 
+
 # Arguments fail loudly on a missing name (a step must not call a tool with a silent blank);
 # `when` conditions treat a missing attribute as false-y, so a condition can probe optional output.
-_STRICT = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-_LENIENT = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False)
+class _Environment(ImmutableSandboxedEnvironment):
+    """`a.b` on a mapping reads the key `b` first: `params.items` is the parameter `items`,
+    not the dict's `items` method (Jinja's default looks up attributes first)."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
+
+
+_STRICT = _Environment(undefined=StrictUndefined, autoescape=False)
+_LENIENT = _Environment(undefined=ChainableUndefined, autoescape=False)
 for _env in (_STRICT, _LENIENT):
     _env.policies["json.dumps_kwargs"] = {"sort_keys": True, "ensure_ascii": False}
 
@@ -66,6 +80,8 @@ def evaluate(expression: str, context: Mapping[str, Any]) -> bool:
     """A `when` condition: a Jinja expression without braces; a missing attribute counts as false."""
     try:
         result = _LENIENT.compile_expression(expression, undefined_to_none=True)(**context)
+    except UndefinedError:
+        return False  # a comparison or filter on a missing value: the condition does not hold
     except TemplateError as exc:
         raise TemplateFailure(f"when {expression!r}: {exc}") from None
     except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
@@ -140,6 +156,8 @@ def _strings(value: Any) -> Iterator[str]:
 
 def _references_in(tree: nodes.Node) -> set[Reference]:
     found: set[Reference] = set()
+    # names the template binds itself ({% for x in … %}, {% set x = … %}, macro arguments)
+    local = {node.name for node in tree.find_all(nodes.Name) if node.ctx in ("store", "param")}
     for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
         if isinstance(node, nodes.Getattr) and isinstance(node.node, nodes.Name):
             found.add(Reference(node.node.name, node.attr))
@@ -152,4 +170,4 @@ def _references_in(tree: nodes.Node) -> set[Reference]:
             found.add(Reference(node.node.name, node.arg.value))
         elif isinstance(node, nodes.Name) and node.ctx == "load":
             found.add(Reference(node.name, None))
-    return found
+    return {ref for ref in found if ref.root not in local}

@@ -16,7 +16,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
     from vmcp.composite import ApprovalStep, CompositeTool, ElicitationStep, ForEachStep, NestedToolStep, ToolStep
@@ -78,7 +78,13 @@ class CompositeToolWorkflow:
 
         tasks = {step.id: asyncio.create_task(self._run_step(step)) for step in tool.steps}
         self._tasks = tasks
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        try:
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+        except asyncio.CancelledError:
+            # the run was cancelled: say so in the status query and the search attribute
+            if workflow.patched("vmcp-status-cancelled"):
+                self._set_status("cancelled")
+            raise
 
         if self._failure is not None:
             self._set_status("failed")
@@ -162,7 +168,9 @@ class CompositeToolWorkflow:
                     if sid != step.id and self._steps[sid]["status"] == "running":
                         task.cancel()
         except asyncio.CancelledError:
-            state.update(status="skipped", error="cancelled: another step failed", output=step.default_output)
+            reason = "another step failed" if self._failure is not None else "the run was cancelled"
+            reason = f"cancelled: {reason}"
+            state.update(status="skipped", error=reason, output=step.default_output)
             raise
         finally:
             finished = workflow.now()
@@ -242,6 +250,8 @@ class CompositeToolWorkflow:
                 return _output_of(result.structured_content, result.text), result.text, result.attempt
             except ActivityError as exc:
                 cause = exc.cause
+                if isinstance(cause, CancelledError):
+                    raise asyncio.CancelledError from None  # the step was stopped, it did not fail
                 if isinstance(cause, TimeoutError) and cause.type == TimeoutType.HEARTBEAT:
                     continue  # the worker running it vanished: run the call again
                 raise _step_failure(exc, spec.max_attempts) from None

