@@ -71,6 +71,9 @@ def build_worker(client: Client, config: VmcpConfig, pool: BackendPool) -> Worke
         workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
         activity_task_poller_behavior=PollerBehaviorAutoscaling(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        # a run whose worker died waits this long (not the default 10 s) before its next
+        # workflow task goes to any other worker
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=5),
     )
 
 
