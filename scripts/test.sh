@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-.venv/bin/ruff check vmcp workflows activities worker.py tests bench
+.venv/bin/ruff check vmcp workflows activities servers worker.py tests bench deploy
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"
