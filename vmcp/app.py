@@ -177,6 +177,7 @@ async def serve(
                     log_level="warning",
                     lifespan="on",
                     access_log=False,
+                    proxy_headers=False,  # vmcp reads no client addresses; it saves a middleware per request
                 )
             )
             await server.serve()

@@ -24,7 +24,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, cast
 
-import aiohttp
 import anyio
 import httpx2
 import mcp_types as types
@@ -40,6 +39,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from vmcp.catalog import BackendListing
 from vmcp.config import BackendConfig
+from vmcp.http1 import Http1Error, Http1Pool
 from vmcp.wire import ModernHttpWire, WireProtocolError
 
 logger = logging.getLogger(__name__)
@@ -366,11 +366,10 @@ class BackendConnection:
         if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
             return None
         assert self.config.url is not None
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100, keepalive_timeout=60))
-        await stack.enter_async_context(session)
+        http = Http1Pool(self.config.url)
+        stack.callback(http.close)
         return ModernHttpWire(
-            self.config.url,
-            session,
+            http,
             client.protocol_version,
             CLIENT_INFO.model_dump(exclude_none=True),
             self.config.headers,
@@ -395,7 +394,7 @@ class BackendConnection:
             )
         except TimeoutError as exc:
             raise BackendUnavailable(f"backend {self.name!r} did not answer within {self.config.timeout:g}s") from exc
-        except (aiohttp.ClientError, OSError, WireProtocolError) as exc:
+        except (Http1Error, OSError, WireProtocolError) as exc:
             self._mark_broken()
             raise BackendUnavailable(f"backend {self.name!r} connection failed: {_describe(exc)}") from exc
 

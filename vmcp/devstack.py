@@ -290,6 +290,7 @@ def _facade(app: ASGIApp, plan: DevPlan) -> _FacadeServer:
             log_level="warning",
             lifespan="on",
             access_log=False,
+            proxy_headers=False,  # vmcp reads no client addresses; it saves a middleware per request
             timeout_graceful_shutdown=_FACADE_GRACEFUL_SECONDS,
         )
     )

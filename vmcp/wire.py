@@ -5,8 +5,9 @@ At the 2026-07-28 revision a request is self-contained (no session, the envelope
 envelope, posts the JSON-RPC body over a kept-alive connection and hands back the result dict
 untouched. This skips two pydantic round trips and the client transport's task plumbing, which
 together cost more than the backend's own handling of a call (bench/forwarding.py). It posts
-with aiohttp: measured here at a third of httpx's CPU per request, which on a busy machine is
-the difference between a relay that doubles latency and one that does not. Everything
+through `vmcp.http1`, a kept-alive connection pool whose per-request CPU is a tenth of a
+general-purpose client's: on a busy machine that CPU is the difference between a relay that
+doubles latency and one that does not. Everything
 else (listing, prompts, resources, handshake-era and stdio backends, calls that stream progress)
 stays on the SDK client.
 """
@@ -18,13 +19,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 from mcp.shared.inbound import encode_header_value
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
     CLIENT_INFO_META_KEY,
     PROTOCOL_VERSION_META_KEY,
 )
+
+from vmcp.http1 import Http1Pool
 
 _JSON = "application/json"
 
@@ -46,13 +48,11 @@ class ModernHttpWire:
 
     def __init__(
         self,
-        url: str,
-        http: aiohttp.ClientSession,
+        http: Http1Pool,
         protocol_version: str,
         client_info: Mapping[str, Any],
         headers: Mapping[str, str],
     ) -> None:
-        self._url = url
         self._http = http
         self._version = protocol_version
         self._client_info = dict(client_info)
@@ -84,15 +84,9 @@ class ModernHttpWire:
         request_id = next(self._ids)
         body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {**params, "_meta": meta}}
         headers = {**self._headers, "mcp-method": "tools/call", "mcp-name": encode_header_value(name)}
-        async with self._http.post(
-            self._url,
-            data=json.dumps(body, separators=(",", ":")).encode(),
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=timeout, connect=min(timeout, 10.0)),
-        ) as response:
-            raw = await response.read()
-            status = response.status
-            content_type = response.headers.get("content-type", "")
+        response = await self._http.post(json.dumps(body, separators=(",", ":")).encode(), headers, timeout)
+        raw, status = response.body, response.status
+        content_type = response.headers.get("content-type", "")
         if content_type.startswith(_JSON):
             message = _json(raw)
         elif content_type.startswith("text/event-stream"):
