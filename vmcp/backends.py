@@ -14,10 +14,12 @@ import contextlib
 import json
 import logging
 import math
+import os
+import re
 import shutil
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -108,6 +110,22 @@ class BackendStatus:
     last_error: str | None
     connected_since: float | None
     reconnects: int
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(values: Mapping[str, str]) -> dict[str, str]:
+    """`${NAME}` in backend headers and env values is read from vmcp's own environment when the
+    connection is made, so tokens stay out of the config file (and out of `vmcp validate`)."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise BackendUnavailable(f"environment variable {name} is not set")
+        return os.environ[name]
+
+    return {key: _ENV_REFERENCE.sub(one, value) for key, value in values.items()}
 
 
 def resolve_command(command: str) -> str:
@@ -295,13 +313,13 @@ class BackendConnection:
             transport = StdioServerParameters(
                 command=resolve_command(config.command),
                 args=list(config.args),
-                env=dict(config.env) or None,
+                env=expand_env(config.env) or None,
                 cwd=cwd if cwd.is_absolute() else self._base_dir / cwd,
             )
         elif config.transport == "streamable-http":
             assert config.url is not None
             http = create_mcp_http_client(
-                headers=dict(config.headers) or None,
+                headers=expand_env(config.headers) or None,
                 timeout=httpx2.Timeout(config.connect_timeout, read=max(config.timeout, 300.0)),
             )
             await stack.enter_async_context(http)
@@ -309,7 +327,9 @@ class BackendConnection:
             transport = streamable_http_client(config.url, http_client=http)
         else:
             assert config.url is not None
-            transport = sse_client(config.url, headers=dict(config.headers) or None, timeout=config.connect_timeout)
+            transport = sse_client(
+                config.url, headers=expand_env(config.headers) or None, timeout=config.connect_timeout
+            )
         client = Client(
             transport,
             mode=config.protocol,
@@ -372,7 +392,7 @@ class BackendConnection:
             http,
             client.protocol_version,
             CLIENT_INFO.model_dump(exclude_none=True),
-            self.config.headers,
+            expand_env(self.config.headers),
         )
 
     def takes_lean_path(self, tool: str) -> bool:

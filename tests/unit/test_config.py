@@ -130,7 +130,15 @@ def test_bad_durations(text: object) -> None:
 
 def test_shipped_dev_config_is_valid() -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "temporal-dev.yaml")
-    assert {"time", "fetch", "git"} <= {b.name for b in config.backends}
+    assert {"time", "fetch", "git", "oci"} <= {b.name for b in config.backends}
+    assert {"aggregate_docs", "analyze_repository", "investigate_image"} <= {t.name for t in config.composite_tools}
+
+
+def test_github_example_config_is_valid_offline() -> None:
+    config = load_config(Path(__file__).resolve().parents[2] / "deploy" / "github.example.yaml")
+    (github,) = config.backends
+    assert github.headers["Authorization"] == "Bearer ${GITHUB_TOKEN}"  # resolved at connection time
+    assert [t.name for t in config.composite_tools] == ["analyze_repository"]
 
 
 def test_suggestion_inside_a_section_keyed_by_backend_name(tmp_path: Path) -> None:
