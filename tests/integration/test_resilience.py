@@ -302,3 +302,39 @@ async def test_concurrent_calls_share_one_backend_connection(procs: Any, fault_s
     assert counts_after["connections"] == counts_before["connections"] == 1
     assert counts_after["pid"] == counts_before["pid"]
     assert served.backend_status("busy")["reconnects"] == 0
+
+
+# --------------------------------------------------------------------------- health
+
+
+@ERAS
+async def test_stopped_backend_shows_unhealthy_within_the_check_interval_and_recovers(
+    procs: Any, fault_stdio_backend: Any, wait_until: Any, legacy_only: bool
+) -> None:
+    """No call needed to notice: the periodic check marks it down; its tools fail fast and say
+    which backend is down, the other backend keeps working, and a restart restores it."""
+    watched = procs.fault_http("watched", legacy_only=legacy_only)
+    served = procs.vmcp(
+        {
+            "backends": [
+                _http_backend("watched", watched.url, health_interval="1s", connect_timeout="2s"),
+                fault_stdio_backend("other"),
+            ]
+        }
+    )
+    assert served.backend_status("watched")["state"] == "ready"
+    watched.kill()
+    wait_until(
+        lambda: served.backend_status("watched")["state"] != "ready",
+        15.0,
+        "the health check to mark the stopped backend down",
+    )
+    status = served.backend_status("watched")
+    assert status["last_error"], status
+    async with Client(served.url, mode="auto") as client:
+        down = await _call(client, "watched_echo", {"text": "x"})
+        assert not down.ok and "watched" in down.detail and "unavailable" in down.detail, down.detail
+        assert (await _call(client, "other_echo", {"text": "still here"})).ok
+        watched.start()
+        wait_until(lambda: served.backend_status("watched")["state"] == "ready", 30.0, "the backend to be reconnected")
+        assert (await _call(client, "watched_echo", {"text": "back"})).ok
