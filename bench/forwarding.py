@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,29 +20,13 @@ import time
 from pathlib import Path
 
 import anyio
-import httpx
 from mcp import Client
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import free_port, pct, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1.0).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def rss_mib(pid: int) -> float:
@@ -75,11 +58,6 @@ async def throughput(url: str, tool: str, clients: int, calls_each: int, mode: s
         for worker in range(clients):
             group.start_soon(one, worker)
     return clients * calls_each / (time.perf_counter() - start)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
 async def measure(direct: str, proxied: str, args: argparse.Namespace, mode: str) -> dict[str, float]:

@@ -87,28 +87,25 @@ class CompositeToolWorkflow:
             raise
 
         if self._failure is not None:
-            self._set_status("failed")
-            return CompositeRunOutput(
-                structured={"error": self._failure, "steps": self._summaries()},
-                text=f"{tool.name} failed: {self._failure}",
-                is_error=True,
-                steps=self._summaries(),
-            )
+            return self._failed(tool.name, self._failure)
         try:
             structured = render(tool.output, self._context()) if tool.output is not None else self._summaries()
         except TemplateFailure as exc:
-            self._failure = f"output: {exc}"
-            self._set_status("failed")
-            return CompositeRunOutput(
-                structured={"error": self._failure, "steps": self._summaries()},
-                text=f"{tool.name} failed: {self._failure}",
-                is_error=True,
-                steps=self._summaries(),
-            )
+            return self._failed(tool.name, f"output: {exc}")
         self._set_status("completed")
         return CompositeRunOutput(
             structured=structured,
             text=json.dumps(structured, sort_keys=True, default=str),
+            steps=self._summaries(),
+        )
+
+    def _failed(self, tool: str, reason: str) -> CompositeRunOutput:
+        self._failure = reason
+        self._set_status("failed")
+        return CompositeRunOutput(
+            structured={"error": reason, "steps": self._summaries()},
+            text=f"{tool} failed: {reason}",
+            is_error=True,
             steps=self._summaries(),
         )
 
