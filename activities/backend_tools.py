@@ -36,6 +36,7 @@ from vmcp.contracts import (
     CallBackendToolInput,
     CallBackendToolOutput,
 )
+from vmcp.wire import WireError
 
 logger = logging.getLogger(__name__)
 
@@ -128,16 +129,31 @@ async def _call_with_heartbeats(
     async with anyio.create_task_group() as group:
         group.start_soon(_heartbeat_forever, call, name=f"heartbeat:{call.backend}.{call.tool}")
         try:
-            result = await connection.call_tool(
-                call.tool,
-                call.arguments,
-                meta={IDEMPOTENCY_META_KEY: call.idempotency_key},
-                timeout=call.timeout_seconds,
-            )
+            result = await _call(connection, call)
         except Exception as exc:
             failure = exc
         group.cancel_scope.cancel()
     return result, failure
+
+
+async def _call(connection: BackendConnection, call: CallBackendToolInput) -> types.Result:
+    """The backend call: over the lean wire when the backend allows it (a step needs no progress or
+    log relay), else through the SDK client."""
+    meta = {IDEMPOTENCY_META_KEY: call.idempotency_key}
+    if connection.takes_lean_path(call.tool):
+        params = {"name": call.tool, "arguments": call.arguments, "_meta": meta}
+        try:
+            raw = await connection.forward_tool_call(params, caller_capabilities=None, timeout=call.timeout_seconds)
+        except WireError as exc:
+            raise MCPError(
+                code=int(exc.error.get("code", types.INTERNAL_ERROR)),
+                message=str(exc.error.get("message", "")),
+                data=exc.error.get("data"),
+            ) from None
+        if raw.get("resultType") == "input_required":
+            return types.InputRequiredResult.model_validate(raw)
+        return types.CallToolResult.model_validate(raw)
+    return await connection.call_tool(call.tool, call.arguments, meta=meta, timeout=call.timeout_seconds)
 
 
 async def _heartbeat_forever(call: CallBackendToolInput) -> None:

@@ -401,7 +401,7 @@ class BackendConnection:
         return self.wire is not None and self.state == "ready" and tool not in self._header_bound_tools
 
     async def forward_tool_call(
-        self, params: dict[str, Any], *, caller_capabilities: dict[str, Any] | None
+        self, params: dict[str, Any], *, caller_capabilities: dict[str, Any] | None, timeout: float | None = None
     ) -> dict[str, Any]:
         """Relay a raw tools/call (params already carry the backend's tool name); the result
         dict comes back untouched. WireError carries a JSON-RPC error from the backend."""
@@ -410,10 +410,11 @@ class BackendConnection:
             raise BackendUnavailable(f"backend {self.name!r} is unavailable ({self.state})")
         try:
             return await wire.call_tool(
-                params["name"], params, caller_capabilities=caller_capabilities, timeout=self.config.timeout
+                params["name"], params, caller_capabilities=caller_capabilities, timeout=timeout or self.config.timeout
             )
         except TimeoutError as exc:
-            raise BackendUnavailable(f"backend {self.name!r} did not answer within {self.config.timeout:g}s") from exc
+            limit = timeout or self.config.timeout
+            raise BackendUnavailable(f"backend {self.name!r} did not answer within {limit:g}s") from exc
         except (Http1Error, OSError, WireProtocolError) as exc:
             self._mark_broken()
             raise BackendUnavailable(f"backend {self.name!r} connection failed: {_describe(exc)}") from exc
