@@ -171,6 +171,80 @@ def cmd_dev(args: argparse.Namespace) -> int:
     return run_dev(config)
 
 
+def cmd_runs(args: argparse.Namespace) -> int:
+    try:
+        config = _load(_config_path(args.config))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    from vmcp.orchestrator import Orchestrator, RunNotFound, TemporalUnreachable
+
+    orchestrator = Orchestrator(config)
+    try:
+        if args.runs_command == "list":
+            runs = anyio.run(lambda: orchestrator.list_runs(pending_only=args.pending, limit=args.limit))
+            _print_runs(runs, args.json)
+        else:
+            status = anyio.run(orchestrator.status, args.run)
+            _print_run(status, args.json)
+    except RunNotFound:
+        print(f"vmcp runs: no run {args.run!r} in namespace {config.temporal.namespace!r}", file=sys.stderr)
+        return 1
+    except TemporalUnreachable as exc:
+        print(f"vmcp runs: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_runs(runs: list[dict[str, object]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(runs, indent=2))
+        return
+    if not runs:
+        print("no composite runs")
+        return
+    columns = [("RUN", "run_id"), ("TOOL", "tool"), ("STATE", "state"), ("STARTED", "started_at")]
+    widths = [max(len(title), *(len(str(run.get(key) or "")) for run in runs)) for title, key in columns]
+    print("  ".join(title.ljust(width) for (title, _), width in zip(columns, widths, strict=True)))
+    for run in runs:
+        print("  ".join(str(run.get(key) or "").ljust(width) for (_, key), width in zip(columns, widths, strict=True)))
+
+
+def _print_run(status: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(status, indent=2, default=str))
+        return
+    print(f"run      {status.get('run_id')}")
+    print(f"state    {status.get('state')}")
+    print(f"started  {status.get('started_at')}")
+    if status.get("closed_at"):
+        print(f"closed   {status.get('closed_at')}")
+    if status.get("error"):
+        print(f"error    {status.get('error')}")
+    steps = status.get("steps")
+    if isinstance(steps, dict) and steps:
+        print()
+        print(f"{'STEP':20} {'STATUS':10} {'MS':>7} {'TRIES':>5}  DETAIL")
+        ordered = sorted(
+            ((sid, st) for sid, st in steps.items() if isinstance(st, dict)),
+            key=lambda item: (str(item[1].get("started_at") or "~"), item[0]),
+        )
+        for step_id, state in ordered:
+            detail = state.get("error") or _summary(state.get("output"))
+            duration = state.get("duration_ms")
+            print(
+                f"{step_id:20} {state.get('status', ''):10} {duration if duration is not None else '':>7} "
+                f"{state.get('attempts', '') or '':>5}  {_clip(str(detail or ''), 80)}"
+            )
+
+
+def _summary(output: object) -> str:
+    if output is None:
+        return ""
+    text = output if isinstance(output, str) else json.dumps(output, sort_keys=True, default=str)
+    return " ".join(text.split())
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -202,6 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for backends")
     validate.set_defaults(func=cmd_validate)
+
+    runs = sub.add_parser("runs", help="composite runs, from Temporal")
+    runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="SUBCOMMAND")
+    runs_list = runs_sub.add_parser("list", help="recent composite runs, newest first")
+    runs_list.add_argument("--config")
+    runs_list.add_argument("--pending", action="store_true", help="only runs waiting for an approval")
+    runs_list.add_argument("--limit", type=int, default=50)
+    runs_list.add_argument("--json", action="store_true")
+    runs_list.set_defaults(func=cmd_runs)
+    runs_show = runs_sub.add_parser("show", help="one run: state and every step's status, timing and output")
+    runs_show.add_argument("run", help="run id (vmcp-<tool>-<uuid>)")
+    runs_show.add_argument("--config")
+    runs_show.add_argument("--json", action="store_true")
+    runs_show.set_defaults(func=cmd_runs)
 
     tools = sub.add_parser("tools", help="list the aggregated tool catalogue")
     tools.add_argument("--config")

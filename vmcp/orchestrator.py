@@ -23,6 +23,7 @@ from vmcp.config import VmcpConfig
 from vmcp.contracts import (
     COMPOSITE_WORKFLOW,
     QUERY_STATUS,
+    SEARCH_ATTRIBUTE_PENDING_APPROVAL,
     SEARCH_ATTRIBUTE_STATUS,
     SEARCH_ATTRIBUTE_TOOL,
     CompositeRunInput,
@@ -233,3 +234,25 @@ class Orchestrator:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 raise RunNotFound(run_id) from None
             raise
+
+    @_reaching
+    async def list_runs(self, *, pending_only: bool = False, limit: int = 50) -> list[dict[str, Any]]:
+        """Composite runs from Temporal visibility, newest first."""
+        query = f"WorkflowType = '{COMPOSITE_WORKFLOW}'"
+        if pending_only:
+            query += f" AND {SEARCH_ATTRIBUTE_PENDING_APPROVAL} = true"
+        runs: list[dict[str, Any]] = []
+        async for execution in (await self.client()).list_workflows(query, limit=limit):
+            attributes = execution.typed_search_attributes
+            status = execution.status.name.lower() if execution.status is not None else "unknown"
+            runs.append(
+                {
+                    "run_id": execution.id,
+                    "tool": attributes.get(SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_TOOL)),
+                    "state": attributes.get(SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATUS)) or status,
+                    "temporal_status": "cancelled" if status == "canceled" else status,
+                    "started_at": execution.start_time.isoformat() if execution.start_time else None,
+                    "closed_at": execution.close_time.isoformat() if execution.close_time else None,
+                }
+            )
+        return runs

@@ -13,6 +13,7 @@ the step ended" with what the result says.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -252,6 +253,7 @@ class Stack:
     temporal_address: str
     fault_url: str
     log: list[str] = field(default_factory=list)
+    config_file: Path | None = None
 
     def log_tail(self, lines: int = 60) -> str:
         return "".join(self.log[-lines:])
@@ -330,7 +332,7 @@ def stack(
     dev = _DevProcess(config_file)
     try:
         url = dev.wait_ready(wait_until)
-        yield Stack(url, temporal_address, fault.url, dev.lines)
+        yield Stack(url, temporal_address, fault.url, dev.lines, config_file)
     finally:
         dev.stop()
 
@@ -777,3 +779,42 @@ async def test_runs_carry_search_attributes_and_activity_summaries(stack: Stack)
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
     assert scheduled == ["vmcp.call_backend_tool"] * 3
+
+
+# --------------------------------------------------------------------------- the operator's CLI
+
+
+def _vmcp_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    assert stack.config_file is not None
+    return subprocess.run(
+        [VMCP, *args, "--config", str(stack.config_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=stack.config_file.parent,
+    )
+
+
+async def test_runs_list_and_show_read_runs_from_temporal(stack: Stack) -> None:
+    result = await call(stack, "diamond")
+    assert not result.is_error, _text(result)
+    run_id = (result.meta or {})["io.vmcp/run_id"]
+
+    listed = _vmcp_cli(stack, "runs", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    runs = {run["run_id"]: run for run in json.loads(listed.stdout)}
+    assert runs[run_id]["tool"] == "diamond" and runs[run_id]["state"] == "completed"
+
+    table = _vmcp_cli(stack, "runs", "list")
+    assert table.returncode == 0 and run_id in table.stdout and "Traceback" not in table.stderr
+
+    shown = _vmcp_cli(stack, "runs", "show", run_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "state    completed" in shown.stdout
+    table_lines = shown.stdout.split("STEP", 1)[1].splitlines()[1:]
+    steps = [line.split()[0] for line in table_lines if line.strip()]
+    assert steps[0] == "root" and steps[-1] == "join", shown.stdout  # in the order they started
+
+    missing = _vmcp_cli(stack, "runs", "show", "vmcp-diamond-00000000-0000-0000-0000-000000000000")
+    assert missing.returncode == 1 and "no run" in missing.stderr and "Traceback" not in missing.stderr
