@@ -245,6 +245,43 @@ def _summary(output: object) -> str:
     return " ".join(text.split())
 
 
+def cmd_decide(args: argparse.Namespace) -> int:
+    """`vmcp approve` / `vmcp reject`: a decision sent as a signal; exit 1 when refused."""
+    try:
+        config = _load(_config_path(args.config))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    import getpass
+    import uuid
+
+    from vmcp.orchestrator import Orchestrator, RunNotFound, RunNotWaiting, TemporalUnreachable
+
+    kind = args.command
+    approver = args.as_ or os.environ.get("VMCP_APPROVER") or getpass.getuser()
+    decision: dict[str, object] = {"id": str(uuid.uuid4()), "approver": approver}
+    if args.step:
+        decision["step"] = args.step
+    if args.group:
+        decision["groups"] = list(args.group)
+    decision["reason" if kind == "reject" else "comment"] = args.reason if kind == "reject" else args.comment
+    orchestrator = Orchestrator(config)
+    try:
+        record = anyio.run(orchestrator.decide, args.run, kind, decision)
+    except RunNotFound:
+        print(f"vmcp {kind}: no run {args.run!r} in namespace {config.temporal.namespace!r}", file=sys.stderr)
+        return 1
+    except (RunNotWaiting, TemporalUnreachable) as exc:
+        print(f"vmcp {kind}: {exc}", file=sys.stderr)
+        return 1
+    if record.get("outcome") != "accepted":
+        print(f"vmcp {kind}: refused: {record.get('problem')}", file=sys.stderr)
+        return 1
+    verb = "approved" if kind == "approve" else "rejected"
+    print(f"{verb} step {record.get('step')} of {args.run} as {approver}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -290,6 +327,19 @@ def build_parser() -> argparse.ArgumentParser:
     runs_show.add_argument("--config")
     runs_show.add_argument("--json", action="store_true")
     runs_show.set_defaults(func=cmd_runs)
+
+    for kind in ("approve", "reject"):
+        decide = sub.add_parser(kind, help=f"{kind} a run waiting at an approval gate (a Temporal signal)")
+        decide.add_argument("run", help="run id (vmcp-<tool>-<uuid>)")
+        decide.add_argument("--step", help="the gate's step id (needed only when several gates wait)")
+        if kind == "approve":
+            decide.add_argument("--comment", default=None)
+        else:
+            decide.add_argument("--reason", required=True)
+        decide.add_argument("--as", dest="as_", help="approver name (default: $VMCP_APPROVER, else the OS user)")
+        decide.add_argument("--group", action="append", help="a group the approver belongs to (repeatable)")
+        decide.add_argument("--config")
+        decide.set_defaults(func=cmd_decide)
 
     tools = sub.add_parser("tools", help="list the aggregated tool catalogue")
     tools.add_argument("--config")

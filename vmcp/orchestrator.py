@@ -256,3 +256,31 @@ class Orchestrator:
                 }
             )
         return runs
+
+    @_reaching
+    async def decide(self, run_id: str, kind: str, decision: dict[str, Any], wait: float = 15.0) -> dict[str, Any]:
+        """Send an `approve` / `reject` signal and return how the run recorded it (accepted, or
+        refused and why). The decision carries an `id` so its record can be found."""
+        handle = (await self.client()).get_workflow_handle(run_id)
+        try:
+            description = await handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(run_id) from None
+            raise
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            name = description.status.name.lower() if description.status is not None else "closed"
+            raise RunNotWaiting(f"run {run_id} is {'cancelled' if name == 'canceled' else name}: nothing to decide")
+        await handle.signal(kind, decision)
+        with anyio.move_on_after(wait):
+            while True:
+                status = dict(await handle.query(QUERY_STATUS))
+                for record in status.get("decisions", []):
+                    if record.get("id") == decision.get("id"):
+                        return dict(record)
+                await anyio.sleep(0.1)
+        raise RunNotWaiting(f"run {run_id} did not record the decision within {wait:g}s (is a worker running?)")
+
+
+class RunNotWaiting(Exception):
+    """The run is closed, or did not take the decision."""

@@ -36,6 +36,8 @@ CANCEL_TOOL = "vmcp_run_cancel"
 _PROGRESS_POLL = 0.25
 _MAX_RESULT_WAIT = 300.0
 _FINISHED = ("completed", "failed", "skipped")
+_GATES = ("approval", "elicitation")
+_WAITING_FOR_PEOPLE = ("awaiting_approval", "awaiting_input")
 
 _RUN_ID_SCHEMA = {"type": "string", "description": "A run id, `vmcp-<tool>-<uuid>`, as a composite call returned it."}
 BUILTIN_TOOLS = [
@@ -139,8 +141,11 @@ class CompositeRuns:
     async def _wait(
         self, ctx: ServerRequestContext[Any], run_id: str, tool: CompositeTool
     ) -> CompositeRunOutput | None:
-        """The result within `wait`; with a progress token, a notification as each step finishes."""
-        if not _wants_progress(ctx):
+        """The result within `wait`, or None as soon as the run waits for a person (a gate) or the
+        wait is over; with a progress token, a notification as each step finishes."""
+        progress = _wants_progress(ctx)
+        has_gates = any(getattr(step, "type", "tool") in _GATES for step in tool.steps)
+        if not progress and not has_gates:
             return await self.orchestrator.result(run_id, tool.wait)
         outcome: list[CompositeRunOutput | None] = []
         reported: set[str] = set()
@@ -149,6 +154,9 @@ class CompositeRuns:
         rank = _dependency_order(tool)
 
         async def announce(steps: Mapping[str, Any]) -> None:
+            if not progress:
+                return
+
             # in the order they finished (workflow time), ties and untimed ones dependencies first:
             # the status query's JSON comes with its keys sorted alphabetically
             def finish_order(item: tuple[str, Any]) -> tuple[str, int]:
@@ -165,17 +173,25 @@ class CompositeRuns:
                 while True:
                     await anyio.sleep(_PROGRESS_POLL)
                     try:
-                        await announce((await self.orchestrator.status(run_id)).get("steps", {}))
-                    except Exception:  # progress is best effort; the result decides
-                        logger.debug("progress poll failed", exc_info=True)
+                        status = await self.orchestrator.status(run_id)
+                    except Exception:  # best effort; the result decides
+                        logger.debug("status poll failed", exc_info=True)
+                        continue
+                    await announce(status.get("steps", {}))
+                    if status.get("state") in _WAITING_FOR_PEOPLE:
+                        group.cancel_scope.cancel()  # answer now: a person may take days
+
+            async def result() -> None:
+                outcome.append(await self.orchestrator.result(run_id, tool.wait))
+                group.cancel_scope.cancel()
 
             group.start_soon(poll)
-            outcome.append(await self.orchestrator.result(run_id, tool.wait))
-            group.cancel_scope.cancel()
-        if outcome[0] is not None:
+            group.start_soon(result)
+        if outcome and outcome[0] is not None:
             # steps that finished between polls (or all of them, for a fast run), in their order
             await announce(outcome[0].steps)
-        return outcome[0]
+            return outcome[0]
+        return None
 
     async def _still_going(self, run_id: str) -> types.CallToolResult:
         status = await self.orchestrator.status(run_id)

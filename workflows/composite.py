@@ -19,13 +19,24 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
-    from vmcp.composite import ApprovalStep, CompositeTool, ElicitationStep, ForEachStep, NestedToolStep, ToolStep
+    from vmcp.composite import (
+        DEFAULT_APPROVAL_TIMEOUT,
+        ApprovalStep,
+        CompositeTool,
+        ElicitationStep,
+        ForEachStep,
+        NestedToolStep,
+        ToolStep,
+    )
     from vmcp.contracts import (
         CALL_BACKEND_TOOL,
         ERROR_TOOL,
         PERMANENT_ERRORS,
         QUERY_STATUS,
+        SEARCH_ATTRIBUTE_PENDING_APPROVAL,
         SEARCH_ATTRIBUTE_STATUS,
+        SIGNAL_APPROVE,
+        SIGNAL_REJECT,
         CallBackendToolInput,
         CallBackendToolOutput,
         CompositeRunInput,
@@ -33,10 +44,15 @@ with workflow.unsafe.imports_passed_through():
     )
     from vmcp.templating import TemplateFailure, evaluate, render
 
+import builtins
+
+from workflows.gates import Gate, Gates
+
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)  # how soon a dead worker's call is noticed and retried
 DEFAULT_ATTEMPT_TIMEOUT = 300.0
 _INFRA_RETRIES = 5  # re-runs of a call whose worker vanished after its retry policy was spent
 _STATUS_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATUS)
+_PENDING_KEY = SearchAttributeKey.for_bool(SEARCH_ATTRIBUTE_PENDING_APPROVAL)
 
 
 class StepFailed(Exception):
@@ -52,13 +68,32 @@ class CompositeToolWorkflow:
         self._steps: dict[str, dict[str, Any]] = {}
         self._state = "running"
         self._failure: str | None = None
+        self._gates = Gates()
 
     # ------------------------------------------------------------------ queries
 
     @workflow.query(name=QUERY_STATUS)
     def status(self) -> dict[str, Any]:
         """The run as the façade and `vmcp runs show` see it: state and every step's progress."""
-        return {"state": self._state, "error": self._failure, "steps": self._steps}
+        return {
+            "state": self._state,
+            "error": self._failure,
+            "steps": self._steps,
+            "waiting_for": self._gates.waiting_for(),
+            "decisions": self._gates.decisions,
+        }
+
+    # ------------------------------------------------------------------ approvals
+
+    @workflow.signal(name=SIGNAL_APPROVE)
+    def approve(self, decision: Any) -> None:
+        """`{"approver": …, "step": …, "comment": …}`; `step` may be left out when one gate waits."""
+        self._gates.decide("approve", decision, workflow.now().isoformat())
+
+    @workflow.signal(name=SIGNAL_REJECT)
+    def reject(self, decision: Any) -> None:
+        """`{"approver": …, "step": …, "reason": …}`."""
+        self._gates.decide("reject", decision, workflow.now().isoformat())
 
     # ------------------------------------------------------------------ the run
 
@@ -154,8 +189,11 @@ class CompositeToolWorkflow:
                 state.update(status="completed", output=output, text=text, attempts=attempts)
             elif isinstance(step, ForEachStep):
                 await self._for_each(step, state)
-            elif isinstance(step, ApprovalStep | ElicitationStep):
-                raise StepFailed(f"{step.type} steps are not supported by this version of vmcp yet", 0)
+            elif isinstance(step, ApprovalStep):
+                decision = await self._approval(step, state)
+                state.update(status="completed", output=decision, decision=decision, attempts=0)
+            elif isinstance(step, ElicitationStep):
+                raise StepFailed("elicitation steps are not supported by this version of vmcp yet", 0)
         except (StepFailed, TemplateFailure) as exc:
             attempts = exc.attempts if isinstance(exc, StepFailed) else 0
             state.update(status="failed", error=str(exc), attempts=attempts, output=step.default_output)
@@ -173,6 +211,41 @@ class CompositeToolWorkflow:
             finished = workflow.now()
             state["duration_ms"] = int((finished - started).total_seconds() * 1000)
             state["finished_at"] = finished.isoformat()
+
+    async def _approval(self, step: ApprovalStep, state: dict[str, Any]) -> dict[str, Any]:
+        """Wait for a decision (a signal), at most the step's timeout; then `on_timeout` decides."""
+        message = str(render(step.message, self._context()))
+        timeout = step.timeout or DEFAULT_APPROVAL_TIMEOUT
+        gate = Gate(step.id, message, list(step.approvers), workflow.now().isoformat(), timeout)
+        self._gates.open[step.id] = gate
+        state.update(status="waiting", message=message, approvers=list(step.approvers))
+        self._waiting_changed()
+        try:
+            await workflow.wait_condition(lambda: gate.decision is not None, timeout=timedelta(seconds=timeout))
+        except builtins.TimeoutError:
+            gate.decision = {
+                "decision": "approved" if step.on_timeout == "approve" else "rejected",
+                "approver": None,
+                "comment": f"no decision within {timeout:g}s (on_timeout: {step.on_timeout})",
+                "time": workflow.now().isoformat(),
+            }
+        finally:
+            self._gates.open.pop(step.id, None)
+            self._waiting_changed()
+        decision = gate.decision
+        assert decision is not None
+        state["decision"] = decision
+        if decision["decision"] == "rejected":
+            who = decision["approver"] or "timeout"
+            raise StepFailed(f"rejected by {who}: {decision['comment'] or 'no reason given'}", 0)
+        return decision
+
+    def _waiting_changed(self) -> None:
+        waiting = bool(self._gates.open)
+        state = "awaiting_approval" if waiting else "running"
+        if state != self._state:
+            self._state = state
+            workflow.upsert_search_attributes([_STATUS_KEY.value_set(state), _PENDING_KEY.value_set(waiting)])
 
     async def _for_each(self, step: ForEachStep, state: dict[str, Any]) -> None:
         expression = step.collection.strip()

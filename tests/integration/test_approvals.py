@@ -1,0 +1,169 @@
+"""Approval gates through a real `vmcp dev` stack: the caller gets the run id at once, the approver
+decides from the CLI (or Temporal's own), refusals exit non-zero, a rejection stops the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import mcp_types as types
+import pytest
+import yaml
+from mcp import Client
+
+from tests.integration.test_composite import VMCP, _DevProcess
+
+pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
+
+
+def composites() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "publish",
+            "parameters": {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]},
+            "steps": [
+                {"id": "prepare", "tool": "fault.echo", "arguments": {"text": "{{ params.label }}"}},
+                {
+                    "id": "review",
+                    "type": "approval",
+                    "message": "Publish {{ params.label }}?",
+                    "approvers": ["alice", "group:sre"],
+                    "depends_on": ["prepare"],
+                    "timeout": "1h",
+                },
+                {
+                    "id": "ship",
+                    "tool": "fault.tally",
+                    "arguments": {"label": "{{ params.label }}"},
+                    "depends_on": ["review"],
+                },
+            ],
+            "output": {"decision": "{{ steps.review.output.decision }}", "by": "{{ steps.review.output.approver }}"},
+        },
+        {
+            "name": "hurry",
+            "steps": [
+                {"id": "gate", "type": "approval", "message": "Go?", "timeout": "1s", "on_timeout": "approve"},
+                {"id": "go", "tool": "fault.echo", "arguments": {"text": "went"}, "depends_on": ["gate"]},
+            ],
+        },
+    ]
+
+
+class Stack:
+    def __init__(self, url: str, config_file: Path, fault_url: str) -> None:
+        self.url = url
+        self.config_file = config_file
+        self.fault_url = fault_url
+
+    def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [VMCP, *args, "--config", str(self.config_file)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=env,
+        )
+
+    async def tallies(self) -> dict[str, int]:
+        async with Client(self.fault_url) as direct:
+            result = await direct.call_tool("count", {})
+        assert result.structured_content is not None
+        return dict(result.structured_content["tallies"])
+
+
+@pytest.fixture(scope="module")
+def stack(
+    module_procs: Any, tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int], wait_until: Any
+) -> Iterator[Stack]:
+    fault = module_procs.fault_http("fault")
+    directory = tmp_path_factory.mktemp("approvals")
+    config = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "temporal": {
+            "address": f"127.0.0.1:{free_port()}",
+            "task_queue": f"vmcp-approvals-{uuid.uuid4().hex[:8]}",
+            "dev_server": {"db_file": ".vmcp/temporal.db", "ui_port": 0},
+        },
+        "backends": [{"name": "fault", "transport": "streamable-http", "url": fault.url}],
+        "composite_tools": composites(),
+    }
+    config_file = directory / "vmcp.yaml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    dev = _DevProcess(config_file)
+    try:
+        yield Stack(dev.wait_ready(wait_until), config_file, fault.url)
+    finally:
+        dev.stop()
+
+
+async def _call(stack: Stack, tool: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    async with Client(stack.url) as client:
+        return await client.call_tool(tool, arguments)
+
+
+async def test_gate_answers_with_the_run_id_then_an_approver_lets_it_finish(stack: Stack) -> None:
+    label = f"approve-{uuid.uuid4().hex[:6]}"
+    waiting = await _call(stack, "publish", {"label": label})
+    assert not waiting.is_error
+    body = waiting.structured_content or {}
+    assert body["state"] == "awaiting_approval", body
+    run_id = body["run_id"]
+    assert body["waiting_for"] == {
+        "step": "review",
+        "message": f"Publish {label}?",
+        "approvers": ["alice", "group:sre"],
+        "since": body["waiting_for"]["since"],
+    }
+
+    pending = stack.cli("runs", "list", "--pending", "--json")
+    assert pending.returncode == 0, pending.stderr
+    assert run_id in {run["run_id"] for run in json.loads(pending.stdout)}
+
+    refused = stack.cli("approve", run_id, "--as", "bob")
+    assert refused.returncode == 1 and "may not decide" in refused.stderr and "Traceback" not in refused.stderr
+    approved = stack.cli("approve", run_id, "--as", "alice", "--comment", "ship it")
+    assert approved.returncode == 0, approved.stderr
+
+    async with Client(stack.url) as client:
+        result = await client.call_tool("vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
+    assert not result.is_error, result
+    assert result.structured_content == {"decision": "approved", "by": "alice"}
+    assert (await stack.tallies())[label] == 1
+    again = stack.cli("approve", run_id, "--as", "alice")
+    assert again.returncode == 1 and "nothing to decide" in again.stderr
+
+
+async def test_a_rejection_ends_the_run_with_the_reason_and_no_later_step_runs(stack: Stack) -> None:
+    label = f"reject-{uuid.uuid4().hex[:6]}"
+    run_id = (await _call(stack, "publish", {"label": label})).structured_content["run_id"]  # type: ignore[index]
+    rejected = stack.cli(
+        "reject", run_id, "--group", "sre", "--reason", "not today", env={**os.environ, "VMCP_APPROVER": "carol"}
+    )
+    assert rejected.returncode == 0, rejected.stderr
+    async with Client(stack.url) as client:
+        result = await client.call_tool("vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
+    assert result.is_error
+    assert "rejected by carol: not today" in json.dumps(result.structured_content)
+    assert label not in await stack.tallies()
+
+
+async def test_a_gate_that_times_out_follows_on_timeout(stack: Stack) -> None:
+    waiting = await _call(stack, "hurry", {})
+    run_id = (waiting.structured_content or {}).get("run_id")
+    if run_id is None:  # the 1 s gate may already have timed out before the first status poll
+        assert not waiting.is_error and "went" in json.dumps(waiting.structured_content)
+        return
+    async with Client(stack.url) as client:
+        result = await client.call_tool("vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
+    assert not result.is_error, result
+    status = stack.cli("runs", "show", run_id, "--json")
+    gate = json.loads(status.stdout)["steps"]["gate"]
+    assert gate["decision"]["decision"] == "approved" and gate["decision"]["approver"] is None
+    assert "on_timeout: approve" in gate["decision"]["comment"]
