@@ -31,6 +31,16 @@ def _load(path: str) -> VmcpConfig:
     return load_config(path)
 
 
+def _config_or_none(path: str | None) -> VmcpConfig | None:
+    """The configuration (`--config`, else $VMCP_CONFIG, else ./temporal-dev.yaml), or None after
+    printing what is wrong with it."""
+    try:
+        return _load(_config_path(path))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
 def event_loop_options() -> dict[str, bool]:
     """uvloop when installed: it roughly halves the event-loop cost of every forwarded call."""
     try:
@@ -70,10 +80,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_tools(args: argparse.Namespace) -> int:
-    try:
-        config = _load(_config_path(args.config))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _config_or_none(args.config)
+    if config is None:
         return 1
     from vmcp.probe import probe_catalog
 
@@ -130,10 +138,8 @@ def _clip(text: str, width: int) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        config = _load(_config_path(args.config))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _config_or_none(args.config)
+    if config is None:
         return 1
     from vmcp.app import StartupRefused, serve
 
@@ -150,10 +156,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    try:
-        config = _load(_config_path(args.config))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _config_or_none(args.config)
+    if config is None:
         return 1
     from worker import run_worker_until_interrupted
 
@@ -161,10 +165,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    try:
-        config = _load(_config_path(args.config))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _config_or_none(args.config)
+    if config is None:
         return 1
     from vmcp.devstack import run_dev
 
@@ -172,10 +174,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    try:
-        config = _load(_config_path(args.config))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _config_or_none(args.config)
+    if config is None:
         return 1
     from vmcp.orchestrator import Orchestrator, RunNotFound, TemporalUnreachable
 
@@ -247,10 +247,8 @@ def _summary(output: object) -> str:
 
 def cmd_decide(args: argparse.Namespace) -> int:
     """`vmcp approve` / `vmcp reject`: a decision sent as a signal; exit 1 when refused."""
-    try:
-        config = _load(_config_path(args.config))
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    config = _config_or_none(args.config)
+    if config is None:
         return 1
     import getpass
     import uuid

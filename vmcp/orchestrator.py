@@ -15,7 +15,14 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowQueryFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -203,13 +210,7 @@ class Orchestrator:
     @_reaching
     async def status(self, run_id: str) -> dict[str, Any]:
         """State and steps of a run: its own query while it runs, its description once closed."""
-        handle = (await self.client()).get_workflow_handle(run_id)
-        try:
-            description = await handle.describe()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise RunNotFound(run_id) from None
-            raise
+        handle, description = await self._described(run_id)
         closed = description.status not in (None, WorkflowExecutionStatus.RUNNING)
         try:
             status: dict[str, Any] = dict(await handle.query(QUERY_STATUS))
@@ -224,6 +225,15 @@ class Orchestrator:
         status["started_at"] = description.start_time.isoformat() if description.start_time else None
         status["closed_at"] = description.close_time.isoformat() if description.close_time else None
         return status
+
+    async def _described(self, run_id: str) -> tuple[WorkflowHandle[Any, Any], WorkflowExecutionDescription]:
+        handle = (await self.client()).get_workflow_handle(run_id)
+        try:
+            return handle, await handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(run_id) from None
+            raise
 
     @_reaching
     async def cancel(self, run_id: str) -> None:
@@ -261,13 +271,7 @@ class Orchestrator:
     async def decide(self, run_id: str, kind: str, decision: dict[str, Any], wait: float = 15.0) -> dict[str, Any]:
         """Send an `approve` / `reject` signal and return how the run recorded it (accepted, or
         refused and why). The decision carries an `id` so its record can be found."""
-        handle = (await self.client()).get_workflow_handle(run_id)
-        try:
-            description = await handle.describe()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise RunNotFound(run_id) from None
-            raise
+        handle, description = await self._described(run_id)
         if description.status != WorkflowExecutionStatus.RUNNING:
             name = description.status.name.lower() if description.status is not None else "closed"
             raise RunNotWaiting(f"run {run_id} is {'cancelled' if name == 'canceled' else name}: nothing to decide")
