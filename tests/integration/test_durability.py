@@ -51,6 +51,7 @@ TEMPORAL = str(BIN / "temporal")
 DEADLINE = 90.0  # generous: two cores shared with other test runs
 SLOW_SECONDS = 6  # long enough to kill something while `b` is in progress
 TOOL = "durable_chain"
+GATED = "durable_gate"
 QUICK = "quick_tally"
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
@@ -330,6 +331,29 @@ async def stack(temporal: TemporalServer, procs: Any, tmp_path: Path) -> Any:
                 "wait": "60s",
                 "steps": [{"id": "only", "tool": "fault.tally", "arguments": {"label": "{{ params.tag }}"}}],
             },
+            {
+                "name": GATED,
+                "description": "A step, an approval gate that may wait for days, then a step.",
+                "parameters": {"type": "object", "properties": {"tag": {"type": "string"}}, "required": ["tag"]},
+                "timeout": "7d",
+                "steps": [
+                    {"id": "before", "tool": "fault.tally", "arguments": {"label": "{{ params.tag }}-before"}},
+                    {
+                        "id": "gate",
+                        "type": "approval",
+                        "message": "Go on with {{ params.tag }}?",
+                        "approvers": ["alice"],
+                        "timeout": "24h",
+                        "depends_on": ["before"],
+                    },
+                    {
+                        "id": "after",
+                        "tool": "fault.tally",
+                        "arguments": {"label": "{{ params.tag }}-after"},
+                        "depends_on": ["gate"],
+                    },
+                ],
+            },
         ],
     }
     config_file = tmp_path / "vmcp.yaml"
@@ -508,3 +532,31 @@ async def test_while_temporal_is_down_forwarding_works_and_run_tools_answer_with
         assert "Temporal" in text and "not reachable" in text, text
     assert isinstance(status_again, types.CallToolResult) and not status_again.is_error, status_again
     assert (status_again.structured_content or {}).get("state") == "completed", status_again
+
+
+async def test_a_gate_outlives_kill_9_of_worker_facade_and_temporal(stack: Stack) -> None:
+    """The decision still counts after every process the run touched was killed and restarted."""
+    stack.start_facade()
+    await stack.start_worker()
+    tag = f"gate-{uuid.uuid4().hex[:6]}"
+    waiting = await stack.call(GATED, {"tag": tag})
+    body = waiting.structured_content or {}
+    assert body.get("state") == "awaiting_approval", waiting
+    run_id = body["run_id"]
+
+    stack.workers[-1].kill()
+    stack.facade.proc.kill()
+    stack.temporal.kill()
+    await stack.temporal.ensure_running()
+    await stack.start_worker()
+    stack.start_facade()
+
+    vmcp = str(Path(sys.executable).parent / "vmcp")
+    decided = await anyio.run_process(
+        [vmcp, "approve", run_id, "--as", "alice", "--config", str(stack.config_file)], check=False
+    )
+    assert decided.returncode == 0, decided.stderr.decode() + stack.logs()
+    result = await stack.result(run_id)
+    assert not result.is_error, f"{result}\n{stack.logs()}"
+    counted = (await stack.counters())["tallies"]
+    assert counted[f"{tag}-before"] == 1 and counted[f"{tag}-after"] == 1, counted
