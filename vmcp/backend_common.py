@@ -1,0 +1,122 @@
+"""What the backend pool's modules share: the errors, states and events of a backend connection,
+and small helpers (environment references, command lookup, pagination, error text).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import anyio
+import mcp_types as types
+from mcp.shared.exceptions import MCPError
+
+State = Literal["connecting", "ready", "down", "closed"]
+
+ListingChanged = Callable[[str], Awaitable[None]]
+
+_LIST_PAGE_CAP = 50
+
+
+class BackendEvents(Protocol):
+    """What a backend sends vmcp outside the answer to a call: the façade relays it to clients."""
+
+    async def log(self, backend: str, params: types.LoggingMessageNotificationParams) -> None: ...
+
+    async def ask_client(self, backend: str, request: types.InputRequest) -> Any: ...
+
+    async def resource_updated(self, backend: str, uri: str) -> None: ...
+
+
+def package_version() -> str:
+    try:
+        return version("vmcp")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+CLIENT_INFO = types.Implementation(name="vmcp", version=package_version())
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot be reached now; the message says why, for an `isError` result."""
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    name: str
+    transport: str
+    state: State
+    protocol_version: str | None
+    server_name: str | None
+    tools: int
+    last_error: str | None
+    connected_since: float | None
+    reconnects: int
+
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(values: Mapping[str, str]) -> dict[str, str]:
+    """`${NAME}` in backend headers and env values is read from vmcp's own environment when the
+    connection is made, so tokens stay out of the config file (and out of `vmcp validate`)."""
+
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise BackendUnavailable(f"environment variable {name} is not set")
+        return os.environ[name]
+
+    return {key: _ENV_REFERENCE.sub(one, value) for key, value in values.items()}
+
+
+def resolve_command(command: str) -> str:
+    """A bare command is looked up next to this interpreter first (the venv that installed the
+    published servers), then on PATH, so `command: mcp-server-time` works without activating it."""
+    if "/" in command:
+        return command
+    beside = Path(sys.executable).parent / command
+    if beside.exists():
+        return str(beside)
+    return shutil.which(command) or command
+
+
+async def all_pages(fetch: Callable[..., Awaitable[Any]], attribute: str) -> list[Any]:
+    items: list[Any] = []
+    cursor: str | None = None
+    for _ in range(_LIST_PAGE_CAP):
+        page = await fetch(cursor=cursor, cache_mode="refresh")
+        items.extend(getattr(page, attribute))
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return items
+
+
+async def first_of(*events: anyio.Event) -> None:
+    async with anyio.create_task_group() as group:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            group.cancel_scope.cancel()
+
+        for event in events:
+            group.start_soon(wait, event)
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        leaves = exc.exceptions
+        return "; ".join(describe_error(e) for e in leaves[:3])
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, MCPError) else text
