@@ -34,7 +34,23 @@ IO_LIBRARIES = {
 }
 WORKFLOW_TEMPORAL = {"temporalio.workflow", "temporalio.common", "temporalio.exceptions"}
 TEMPORAL_CLIENT_MODULES = {"vmcp.orchestrator"}
-FACADE_MODULES = {"vmcp.facade", "vmcp.app", "vmcp.backends", "vmcp.catalog", "vmcp.probe"}
+FACADE_MODULES = {
+    "vmcp.facade",
+    "vmcp.passthrough",
+    "vmcp.forwarding",
+    "vmcp.fastpath",
+    "vmcp.relay",
+    "vmcp.app",
+    "vmcp.backends",
+    "vmcp.connection",
+    "vmcp.backend_common",
+    "vmcp.backend_transport",
+    "vmcp.backend_changes",
+    "vmcp.wire",
+    "vmcp.http1",
+    "vmcp.catalog",
+    "vmcp.probe",
+}
 
 
 def module_name(path: Path) -> str:
