@@ -4,7 +4,8 @@
 (parallel steps, a diamond, a `when` skip, `on_error: continue`, `on_error: fail`, retries, a
 `for_each`, output templates, a cancellation), one JSON file per run, named by its workflow id
 (`vmcp-<tool>-<uuid>.json`, the format of `WorkflowHistory.to_json()`). The test replays every one
-with Temporal's `Replayer` under the same sandbox pass-through as `worker.py`: a change to
+with Temporal's `Replayer` twice: in the strict sandbox (the interpreter re-imported for the run, so
+a read of the clock, randomness or I/O fails) and as workers run it (`worker.workflow_runner`). A change to
 `workflows/composite.py` (or to the pure modules it imports) that would break a run in flight —
 a non-deterministic change — fails here, before it reaches a worker with runs in progress.
 
@@ -21,7 +22,6 @@ the façade's own path (`resolve`, `with_defaults`, `Orchestrator.start`).
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import socket
 import sys
@@ -35,9 +35,9 @@ from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from worker import workflow_classes
+from tests.integration.nondeterministic_workflow import ClockReadingInterpreter
+from worker import workflow_classes, workflow_runner
 
 ROOT = Path(__file__).resolve().parents[2]
 HISTORIES = ROOT / "tests" / "histories"
@@ -62,23 +62,10 @@ REPRESENTATIVE = (
 # --------------------------------------------------------------------------- replay
 
 
-def worker_passthrough_modules() -> list[str]:
-    """The modules `worker.build_worker` passes through its workflow sandbox, read from worker.py
-    itself so the replayer can never drift from what the worker really runs with."""
-    tree = ast.parse((ROOT / "worker.py").read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "with_passthrough_modules"
-        ):
-            return [arg.value for arg in node.args if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
-    raise AssertionError("worker.py no longer calls SandboxRestrictions...with_passthrough_modules")
-
-
-def replayer() -> Replayer:
-    restrictions = SandboxRestrictions.default.with_passthrough_modules(*worker_passthrough_modules())
-    return Replayer(workflows=workflow_classes(), workflow_runner=SandboxedWorkflowRunner(restrictions=restrictions))
+def replayer(*, strict: bool = True) -> Replayer:
+    """A replayer with the worker's own sandbox: strict (the interpreter re-imported in the sandbox,
+    so a non-deterministic call fails) or as workers run it."""
+    return Replayer(workflows=workflow_classes(), workflow_runner=workflow_runner(strict=strict))
 
 
 def recorded() -> list[Path]:
@@ -127,10 +114,24 @@ def test_the_recordings_show_what_they_represent() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("strict", [True, False], ids=["strict-sandbox", "as-workers-run"])
 @pytest.mark.parametrize("path", recorded(), ids=lambda path: tool_of(path))
-async def test_recorded_history_replays_against_the_current_workflow(path: Path) -> None:
-    result = await replayer().replay_workflow(load(path), raise_on_replay_failure=False)
+async def test_recorded_history_replays_against_the_current_workflow(path: Path, strict: bool) -> None:
+    result = await replayer(strict=strict).replay_workflow(load(path), raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure!r}"
+
+
+@pytest.mark.anyio
+async def test_the_strict_sandbox_refuses_a_clock_read_in_workflow_code() -> None:
+    """A control for the strict mode the histories replay under: workflow code imported in the
+    sandbox cannot read the clock (this module is not passed through)."""
+    history = load(next(path for path in recorded() if tool_of(path) == "diamond"))
+    runner = workflow_runner(strict=True)
+    result = await Replayer(workflows=[ClockReadingInterpreter], workflow_runner=runner).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert result.replay_failure is not None
+    assert "Cannot access datetime.datetime.now" in str(result.replay_failure)
 
 
 @workflow.defn(name="vmcp.CompositeTool", sandboxed=False)
