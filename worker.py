@@ -26,6 +26,7 @@ from temporalio.worker import PollerBehaviorAutoscaling, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.backend_tools import BackendToolActivities
+from activities.notify import ApproverNotifications
 from vmcp.backends import BackendPool
 from vmcp.config import ConfigError, VmcpConfig, load_config
 from vmcp.orchestrator import TemporalUnreachable, check_namespace, connect
@@ -75,7 +76,7 @@ def build_worker(client: Client, config: VmcpConfig, pool: BackendPool) -> Worke
         client,
         task_queue=config.temporal.task_queue,
         workflows=workflow_classes(),
-        activities=[activities.call_backend_tool],
+        activities=[activities.call_backend_tool, ApproverNotifications(config).notify_approvers],
         workflow_runner=workflow_runner(),
         workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
         activity_task_poller_behavior=PollerBehaviorAutoscaling(),

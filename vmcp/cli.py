@@ -31,7 +31,7 @@ def _load(path: str) -> VmcpConfig:
     return load_config(path)
 
 
-def _config_or_none(path: str | None) -> VmcpConfig | None:
+def config_or_none(path: str | None) -> VmcpConfig | None:
     """The configuration (`--config`, else $VMCP_CONFIG, else ./temporal-dev.yaml), or None after
     printing what is wrong with it."""
     try:
@@ -80,7 +80,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_tools(args: argparse.Namespace) -> int:
-    config = _config_or_none(args.config)
+    config = config_or_none(args.config)
     if config is None:
         return 1
     from vmcp.probe import probe_catalog
@@ -122,7 +122,7 @@ def cmd_tools(args: argparse.Namespace) -> int:
     print(header + "  DESCRIPTION")
     for row in rows:
         cells = [str(row[k]).ljust(w) for (_, k), w in zip(_TOOL_COLUMNS[:3], widths, strict=True)]
-        print("  ".join(cells) + "  " + _clip(str(row["description"]), 80))
+        print("  ".join(cells) + "  " + clip(str(row["description"]), 80))
     down = [s for s in outcome.statuses if s.state != "ready"]
     for status in down:
         print(f"backend {status.name} unavailable: {status.last_error or status.state}", file=sys.stderr)
@@ -133,12 +133,12 @@ def cmd_tools(args: argparse.Namespace) -> int:
 _TOOL_COLUMNS = [("NAME", "name"), ("BACKEND", "backend"), ("ORIGINAL", "original")]
 
 
-def _clip(text: str, width: int) -> str:
+def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = _config_or_none(args.config)
+    config = config_or_none(args.config)
     if config is None:
         return 1
     from vmcp.app import StartupRefused, serve
@@ -156,7 +156,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    config = _config_or_none(args.config)
+    config = config_or_none(args.config)
     if config is None:
         return 1
     from worker import run_worker_until_interrupted
@@ -165,119 +165,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    config = _config_or_none(args.config)
+    config = config_or_none(args.config)
     if config is None:
         return 1
     from vmcp.devstack import run_dev
 
     return run_dev(config)
-
-
-def cmd_runs(args: argparse.Namespace) -> int:
-    config = _config_or_none(args.config)
-    if config is None:
-        return 1
-    from vmcp.orchestrator import Orchestrator, RunNotFound, TemporalUnreachable
-
-    orchestrator = Orchestrator(config)
-    try:
-        if args.runs_command == "list":
-            runs = anyio.run(lambda: orchestrator.list_runs(pending_only=args.pending, limit=args.limit))
-            _print_runs(runs, args.json)
-        else:
-            status = anyio.run(orchestrator.status, args.run)
-            _print_run(status, args.json)
-    except RunNotFound:
-        print(f"vmcp runs: no run {args.run!r} in namespace {config.temporal.namespace!r}", file=sys.stderr)
-        return 1
-    except TemporalUnreachable as exc:
-        print(f"vmcp runs: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _print_runs(runs: list[dict[str, object]], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(runs, indent=2))
-        return
-    if not runs:
-        print("no composite runs")
-        return
-    columns = [("RUN", "run_id"), ("TOOL", "tool"), ("STATE", "state"), ("STARTED", "started_at")]
-    widths = [max(len(title), *(len(str(run.get(key) or "")) for run in runs)) for title, key in columns]
-    print("  ".join(title.ljust(width) for (title, _), width in zip(columns, widths, strict=True)))
-    for run in runs:
-        print("  ".join(str(run.get(key) or "").ljust(width) for (_, key), width in zip(columns, widths, strict=True)))
-
-
-def _print_run(status: dict[str, object], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(status, indent=2, default=str))
-        return
-    print(f"run      {status.get('run_id')}")
-    print(f"state    {status.get('state')}")
-    print(f"started  {status.get('started_at')}")
-    if status.get("closed_at"):
-        print(f"closed   {status.get('closed_at')}")
-    if status.get("error"):
-        print(f"error    {status.get('error')}")
-    steps = status.get("steps")
-    if isinstance(steps, dict) and steps:
-        print()
-        print(f"{'STEP':20} {'STATUS':10} {'MS':>7} {'TRIES':>5}  DETAIL")
-        ordered = sorted(
-            ((sid, st) for sid, st in steps.items() if isinstance(st, dict)),
-            key=lambda item: (str(item[1].get("started_at") or "~"), item[0]),
-        )
-        for step_id, state in ordered:
-            detail = state.get("error") or _summary(state.get("output"))
-            duration = state.get("duration_ms")
-            print(
-                f"{step_id:20} {state.get('status', ''):10} {duration if duration is not None else '':>7} "
-                f"{state.get('attempts', '') or '':>5}  {_clip(str(detail or ''), 80)}"
-            )
-
-
-def _summary(output: object) -> str:
-    if output is None:
-        return ""
-    text = output if isinstance(output, str) else json.dumps(output, sort_keys=True, default=str)
-    return " ".join(text.split())
-
-
-def cmd_decide(args: argparse.Namespace) -> int:
-    """`vmcp approve` / `vmcp reject`: a decision sent as a signal; exit 1 when refused."""
-    config = _config_or_none(args.config)
-    if config is None:
-        return 1
-    import getpass
-    import uuid
-
-    from vmcp.orchestrator import Orchestrator, RunNotFound, RunNotWaiting, TemporalUnreachable
-
-    kind = args.command
-    approver = args.as_ or os.environ.get("VMCP_APPROVER") or getpass.getuser()
-    decision: dict[str, object] = {"id": str(uuid.uuid4()), "approver": approver}
-    if args.step:
-        decision["step"] = args.step
-    if args.group:
-        decision["groups"] = list(args.group)
-    decision["reason" if kind == "reject" else "comment"] = args.reason if kind == "reject" else args.comment
-    orchestrator = Orchestrator(config)
-    try:
-        record = anyio.run(orchestrator.decide, args.run, kind, decision)
-    except RunNotFound:
-        print(f"vmcp {kind}: no run {args.run!r} in namespace {config.temporal.namespace!r}", file=sys.stderr)
-        return 1
-    except (RunNotWaiting, TemporalUnreachable) as exc:
-        print(f"vmcp {kind}: {exc}", file=sys.stderr)
-        return 1
-    if record.get("outcome") != "accepted":
-        print(f"vmcp {kind}: refused: {record.get('problem')}", file=sys.stderr)
-        return 1
-    verb = "approved" if kind == "approve" else "rejected"
-    print(f"{verb} step {record.get('step')} of {args.run} as {approver}")
-    return 0
 
 
 # --------------------------------------------------------------------------- parser
@@ -312,32 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for backends")
     validate.set_defaults(func=cmd_validate)
 
-    runs = sub.add_parser("runs", help="composite runs, from Temporal")
-    runs_sub = runs.add_subparsers(dest="runs_command", required=True, metavar="SUBCOMMAND")
-    runs_list = runs_sub.add_parser("list", help="recent composite runs, newest first")
-    runs_list.add_argument("--config")
-    runs_list.add_argument("--pending", action="store_true", help="only runs waiting for an approval")
-    runs_list.add_argument("--limit", type=int, default=50)
-    runs_list.add_argument("--json", action="store_true")
-    runs_list.set_defaults(func=cmd_runs)
-    runs_show = runs_sub.add_parser("show", help="one run: state and every step's status, timing and output")
-    runs_show.add_argument("run", help="run id (vmcp-<tool>-<uuid>)")
-    runs_show.add_argument("--config")
-    runs_show.add_argument("--json", action="store_true")
-    runs_show.set_defaults(func=cmd_runs)
+    from vmcp.cli_runs import add_run_commands  # its commands use this module's helpers
 
-    for kind in ("approve", "reject"):
-        decide = sub.add_parser(kind, help=f"{kind} a run waiting at an approval gate (a Temporal signal)")
-        decide.add_argument("run", help="run id (vmcp-<tool>-<uuid>)")
-        decide.add_argument("--step", help="the gate's step id (needed only when several gates wait)")
-        if kind == "approve":
-            decide.add_argument("--comment", default=None)
-        else:
-            decide.add_argument("--reason", required=True)
-        decide.add_argument("--as", dest="as_", help="approver name (default: $VMCP_APPROVER, else the OS user)")
-        decide.add_argument("--group", action="append", help="a group the approver belongs to (repeatable)")
-        decide.add_argument("--config")
-        decide.set_defaults(func=cmd_decide)
+    add_run_commands(sub)
 
     tools = sub.add_parser("tools", help="list the aggregated tool catalogue")
     tools.add_argument("--config")

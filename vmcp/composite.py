@@ -89,7 +89,14 @@ class ApprovalStep(_StepBase):
 class ElicitationStep(_StepBase):
     type: Literal["elicitation"]
     message: str
+    # MCP elicitation's restricted form: a flat object of string / number / integer / boolean fields
     requested_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+WEBHOOK_IN_CONFIG = "configured"
+"""What a run's definition says in place of a gate's webhook URL: the URL may carry a token, so it
+stays in the worker's configuration and out of workflow history."""
+_ELICITATION_FIELD_TYPES = frozenset({"string", "number", "integer", "boolean"})
 
 
 def _step_type(value: Any) -> str:
@@ -194,6 +201,16 @@ def _check_one(tool: CompositeTool, where: str) -> list[ConfigIssue]:
                 continue
             local = {step.item_var} if isinstance(step, ForEachStep) and key.startswith("step.") else set()
             issues += _check_refs(refs, f"{path}.{key}", context, ids, ancestors[step.id], params, open_params, local)
+    for position, step in enumerate(tool.steps):
+        if isinstance(step, ElicitationStep):
+            issues += _check_requested_schema(step, f"{where}.steps[{position}].requested_schema", label)
+        elif isinstance(step, ApprovalStep) and not (step.webhook or "http://").startswith(("http://", "https://")):
+            issues.append(
+                ConfigIssue(
+                    f"{where}.steps[{position}].webhook",
+                    f"{label}, step {step.id!r}: webhook must be an http:// or https:// URL",
+                )
+            )
     if tool.output is not None:
         try:
             check_syntax(tool.output)
@@ -203,6 +220,41 @@ def _check_one(tool: CompositeTool, where: str) -> list[ConfigIssue]:
         else:
             issues += _check_refs(refs, f"{where}.output", label, ids, set(ids), params, open_params, set())
     return issues
+
+
+def _check_requested_schema(step: ElicitationStep, path: str, label: str) -> list[ConfigIssue]:
+    """MCP elicitation asks for a flat object of primitive fields; clients render it as a form."""
+    schema = step.requested_schema
+    context = f"{label}, step {step.id!r}"
+    try:
+        validator_for(schema).check_schema(schema)
+    except SchemaError as exc:
+        return [ConfigIssue(path, f"{context}: not a valid JSON Schema: {exc.message}")]
+    if schema.get("type") != "object":
+        return [ConfigIssue(f"{path}.type", f"{context}: requested_schema must be of type object")]
+    issues: list[ConfigIssue] = []
+    for name, field_schema in (schema.get("properties") or {}).items():
+        kind = field_schema.get("type") if isinstance(field_schema, Mapping) else None
+        if kind not in _ELICITATION_FIELD_TYPES:
+            issues.append(
+                ConfigIssue(
+                    f"{path}.properties.{name}",
+                    f"{context}: field {name!r} must be of type string, number, integer or boolean "
+                    "(MCP elicitation asks for flat forms)",
+                )
+            )
+    return issues
+
+
+def answer_problems(schema: Mapping[str, Any], content: Any) -> list[str]:
+    """Why `content` does not answer an elicitation step's `requested_schema` (empty: it does)."""
+    if not isinstance(content, Mapping):
+        return [f"the answer must be an object, not {type(content).__name__}"]
+    validator = validator_for(schema)(schema)
+    return [
+        f"{'.'.join(str(p) for p in error.absolute_path) or 'answer'}: {error.message}"
+        for error in sorted(validator.iter_errors(dict(content)), key=lambda e: list(e.absolute_path))
+    ]
 
 
 def _template_fields(step: Any) -> Iterable[tuple[str, Any, bool]]:
@@ -327,6 +379,8 @@ def resolve(
                 continue
             resolved = call.model_copy(update={"backend": target[0], "original": target[1]})
             steps.append(resolved if isinstance(step, ToolStep) else step.model_copy(update={"step": resolved}))
+        elif isinstance(step, ApprovalStep) and step.webhook is not None:
+            steps.append(step.model_copy(update={"webhook": WEBHOOK_IN_CONFIG}))
         else:
             steps.append(step)
     return tool.model_copy(update={"steps": steps}), issues

@@ -39,6 +39,9 @@ class ServerConfig(_Strict):
     # Several façade replicas behind a load balancer: no handshake-era sessions are kept, so any
     # replica can serve any request (what that costs handshake-era clients: README, "Scaling out").
     stateless: bool = False
+    # The key that seals the requestState of composite runs asking a 2026-07-28 client a question
+    # (made on first use; replicas must share it, or set VMCP_REQUEST_STATE_KEY instead).
+    request_state_key_file: str = ".vmcp/request-state.key"
 
 
 class DevServerConfig(_Strict):
@@ -54,6 +57,9 @@ class TemporalConfig(_Strict):
     address: str = "localhost:7233"
     namespace: str = "default"
     task_queue: str = "vmcp"
+    # The Temporal Web UI's address, for the run links in approver notifications (`vmcp dev`
+    # fills in its own dev server's).
+    web_ui_url: str | None = Field(default=None, pattern=r"^https?://")
     dev_server: DevServerConfig = Field(default_factory=DevServerConfig)
 
 

@@ -17,6 +17,9 @@ COMPOSITE_WORKFLOW = "vmcp.CompositeTool"
 CALL_BACKEND_TOOL = "vmcp.call_backend_tool"
 """Activity type of one backend tool call made by a composite step."""
 
+NOTIFY_APPROVERS = "vmcp.notify_approvers"
+"""Activity type of an approval gate's webhook POST (started, never awaited: it cannot block a run)."""
+
 # Custom search attributes (`vmcp dev` registers them on its dev server; production clusters
 # need `temporal operator search-attribute create` once).
 SEARCH_ATTRIBUTE_TOOL = "VmcpTool"
@@ -87,7 +90,23 @@ PERMANENT_ERRORS = (ERROR_INVALID_PARAMS, ERROR_METHOD_NOT_FOUND, ERROR_INPUT_RE
 # Signals and queries of a composite run (the approver's CLI and `temporal workflow signal` use them).
 SIGNAL_APPROVE = "approve"
 SIGNAL_REJECT = "reject"
+SIGNAL_ANSWER = "answer"
+"""An elicitation step's answer: `{"step": …, "action": "accept" | "decline" | "cancel", "content": {…},
+"responder": …}` (what the calling client answered, or anyone else answering for it later)."""
 QUERY_STATUS = "status"
+
+
+@dataclass(frozen=True)
+class NotifyApproversInput:
+    """What an approval gate's webhook says. The URL itself is not here (it may hold a token): the
+    worker looks it up in its own configuration by tool and step."""
+
+    tool: str
+    step: str
+    run_id: str
+    message: str
+    approvers: list[str]
+    timeout_seconds: float
 
 
 @dataclass(frozen=True)

@@ -210,7 +210,7 @@ async def _run_stack(config: VmcpConfig, plan: DevPlan, run: _Run) -> None:
             async def run_the_worker() -> None:
                 try:
                     await run_worker(
-                        config,
+                        with_web_ui(config, plan.ui_url),
                         pool=pool,
                         stop=worker_stop,
                         ready=worker_ready,
@@ -317,3 +317,10 @@ async def _wait_http_ok(url: str, timeout: float, give_up: anyio.Event) -> bool:
             with anyio.move_on_after(0.1):
                 await give_up.wait()
     return False
+
+
+def with_web_ui(config: VmcpConfig, url: str | None) -> VmcpConfig:
+    """`config` with `temporal.web_ui_url` defaulted to the Web UI `vmcp dev` started."""
+    if url is None or config.temporal.web_ui_url:
+        return config
+    return config.model_copy(update={"temporal": config.temporal.model_copy(update={"web_ui_url": url})})

@@ -157,7 +157,7 @@ class Facade:
             if params.name in self.runs.names:
                 with calling(ctx):
                     try:
-                        return await self.runs.call(ctx, params.name, params.arguments, self.catalog)
+                        return await self.runs.call(ctx, params, self.catalog)
                     except Exception as exc:  # boundary: nothing escapes a handler
                         logger.exception("tools/call %s failed", params.name)
                         return error_result(f"Tool {params.name!r} failed inside vmcp: {type(exc).__name__}: {exc}")

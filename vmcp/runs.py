@@ -27,6 +27,9 @@ from vmcp.composite import CompositeTool, resolve
 from vmcp.config import VmcpConfig
 from vmcp.contracts import CompositeRunInput, CompositeRunOutput
 from vmcp.orchestrator import Orchestrator, RunNotFound, TemporalUnreachable
+from vmcp.questions import Questions, can_elicit, open_questions
+from vmcp.relay import is_modern
+from vmcp.request_state import InvalidState
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +41,7 @@ _MAX_RESULT_WAIT = 300.0
 _FINISHED = ("completed", "failed", "skipped")
 _GATES = ("approval", "elicitation")
 _WAITING_FOR_PEOPLE = ("awaiting_approval", "awaiting_input")
+_MAX_QUESTION_ROUNDS = 5  # answers refused in a row before the call returns the run id instead
 
 _RUN_ID_SCHEMA = {"type": "string", "description": "A run id, `vmcp-<tool>-<uuid>`, as a composite call returned it."}
 BUILTIN_TOOLS = [
@@ -84,6 +88,7 @@ class CompositeRuns:
         self.config = config
         self.tools: dict[str, CompositeTool] = {tool.name: tool for tool in config.composite_tools}
         self.orchestrator = orchestrator or Orchestrator(config)
+        self.questions = Questions(self.orchestrator, config.resolve_path(config.server.request_state_key_file))
         self._validators = {name: _validator(tool.parameters) for name, tool in self.tools.items()}
 
     @property
@@ -106,12 +111,17 @@ class CompositeRuns:
         return tool.parameters if tool is not None else None
 
     async def call(
-        self, ctx: ServerRequestContext[Any], name: str, arguments: dict[str, Any] | None, catalog: Catalog
-    ) -> types.CallToolResult:
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams, catalog: Catalog
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        name, arguments = params.name, dict(params.arguments or {})
         try:
-            if name in self.tools:
-                return await self._run(ctx, self.tools[name], dict(arguments or {}), catalog)
-            return await self._builtin(name, dict(arguments or {}))
+            if name not in self.tools:
+                return await self._builtin(name, arguments)
+            if params.request_state is not None:  # a 2026-07-28 client answering a run's question
+                return await self._resume(ctx, self.tools[name], params.request_state, params.input_responses)
+            return await self._run(ctx, self.tools[name], arguments, catalog)
+        except InvalidState as exc:
+            return _error(f"{name}: {exc}")
         except TemporalUnreachable as exc:
             return _error(f"{name}: composite tools run on Temporal, which is not reachable now: {exc}")
         except RunNotFound as exc:
@@ -121,7 +131,7 @@ class CompositeRuns:
 
     async def _run(
         self, ctx: ServerRequestContext[Any], tool: CompositeTool, arguments: dict[str, Any], catalog: Catalog
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         params = with_defaults(tool.parameters, arguments)
         problems = sorted(self._validators[tool.name].iter_errors(params), key=lambda e: list(e.path))
         if problems:
@@ -133,20 +143,51 @@ class CompositeRuns:
         run_id = f"vmcp-{tool.name}-{uuid.uuid4()}"
         run = CompositeRunInput(tool=tool.name, definition=resolved.model_dump(mode="json"), params=params, caller={})
         await self.orchestrator.start(run_id, run, tool.timeout)
-        output = await self._wait(ctx, run_id, tool)
-        if output is None:
-            return await self._still_going(run_id)
-        return _result(run_id, output)
+        return await self._follow(ctx, run_id, tool)
+
+    async def _resume(
+        self,
+        ctx: ServerRequestContext[Any],
+        tool: CompositeTool,
+        request_state: str,
+        responses: types.InputResponses | None,
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        pending = self.questions.sealer.open(request_state)
+        if pending.tool != tool.name:
+            return _error(f"{tool.name}: this requestState belongs to a call of {pending.tool!r}")
+        await self.questions.deliver_all(pending, responses)
+        return await self._follow(ctx, pending.run_id, tool)
+
+    async def _follow(
+        self, ctx: ServerRequestContext[Any], run_id: str, tool: CompositeTool
+    ) -> types.CallToolResult | types.InputRequiredResult:
+        """The run's result within the tool's `wait`. A question the run asks (an elicitation step)
+        goes to the caller while it is on the line; an approval gate, a caller that cannot answer,
+        or the end of the wait returns the run id and state at once."""
+        deadline = anyio.current_time() + tool.wait
+        for _ in range(_MAX_QUESTION_ROUNDS):
+            output = await self._wait(ctx, run_id, tool, max(0.0, deadline - anyio.current_time()))
+            if output is not None:
+                return _result(run_id, output)
+            status = await self.orchestrator.status(run_id)
+            questions = open_questions(status)
+            if not questions or not can_elicit(ctx) or anyio.current_time() >= deadline:
+                return self._still_going(run_id, status)
+            if is_modern(ctx):
+                return self.questions.input_required(run_id, tool.name, questions)
+            if not await self.questions.ask_mid_call(ctx, run_id, questions):
+                return self._still_going(run_id, status)  # it could not answer: the run waits for a signal
+        return self._still_going(run_id, await self.orchestrator.status(run_id))
 
     async def _wait(
-        self, ctx: ServerRequestContext[Any], run_id: str, tool: CompositeTool
+        self, ctx: ServerRequestContext[Any], run_id: str, tool: CompositeTool, wait: float
     ) -> CompositeRunOutput | None:
         """The result within `wait`, or None as soon as the run waits for a person (a gate) or the
         wait is over; with a progress token, a notification as each step finishes."""
         progress = _wants_progress(ctx)
         has_gates = any(getattr(step, "type", "tool") in _GATES for step in tool.steps)
         if not progress and not has_gates:
-            return await self.orchestrator.result(run_id, tool.wait)
+            return await self.orchestrator.result(run_id, wait)
         outcome: list[CompositeRunOutput | None] = []
         reported: set[str] = set()
         total = len(tool.steps)
@@ -182,7 +223,7 @@ class CompositeRuns:
                         group.cancel_scope.cancel()  # answer now: a person may take days
 
             async def result() -> None:
-                outcome.append(await self.orchestrator.result(run_id, tool.wait))
+                outcome.append(await self.orchestrator.result(run_id, wait))
                 group.cancel_scope.cancel()
 
             group.start_soon(poll)
@@ -193,8 +234,7 @@ class CompositeRuns:
             return outcome[0]
         return None
 
-    async def _still_going(self, run_id: str) -> types.CallToolResult:
-        status = await self.orchestrator.status(run_id)
+    def _still_going(self, run_id: str, status: Mapping[str, Any]) -> types.CallToolResult:
         state = status.get("state", "running")
         waiting = status.get("waiting_for") or {}
         body = {"run_id": run_id, "state": state, "waiting_for": waiting}
@@ -220,7 +260,7 @@ class CompositeRuns:
             return _error(f"{name}: argument `wait_seconds` must be a number from 0 to {_MAX_RESULT_WAIT:g}")
         output = await self.orchestrator.result(run_id, float(wait))
         if output is None:
-            return await self._still_going(run_id)
+            return self._still_going(run_id, await self.orchestrator.status(run_id))
         return _result(run_id, output)
 
 

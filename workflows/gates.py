@@ -1,8 +1,10 @@
-"""Approval gates: the decisions a composite run waits for, kept as plain workflow state.
+"""Gates: the people a composite run waits for, kept as plain workflow state.
 
-Deterministic (no I/O): signals deliver decisions, the interpreter waits on `decided`. Every
-decision is recorded with its outcome, refused ones too, so the approver's CLI can tell from the
-status query whether its signal was accepted, and the run's history shows who tried what.
+Two kinds: an approval gate waits for an `approve` / `reject` decision; an input gate (an
+`elicitation` step) waits for an `answer` to its form, from the calling client or from anyone
+answering for it later. Deterministic (no I/O): signals deliver decisions, the interpreter waits
+on the gate. Every decision is recorded with its outcome, refused ones too, so the CLI can tell
+from the status query whether its signal was accepted, and the run's history shows who tried what.
 """
 
 from __future__ import annotations
@@ -10,8 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from vmcp.composite import answer_problems
+
 ACCEPTED = "accepted"
 REFUSED = "refused"
+APPROVAL = "approval"
+INPUT = "input"
+_ANSWER_ACTIONS = ("accept", "decline", "cancel")
 
 
 @dataclass
@@ -22,6 +32,8 @@ class Gate:
     opened_at: str
     timeout_s: float
     decision: dict[str, Any] | None = None
+    kind: str = APPROVAL
+    requested_schema: dict[str, Any] | None = None
 
 
 @dataclass
@@ -29,14 +41,14 @@ class Gates:
     open: dict[str, Gate] = field(default_factory=dict)
     decisions: list[dict[str, Any]] = field(default_factory=list)
 
+    def waiting(self, kind: str) -> bool:
+        return any(gate.kind == kind for gate in self.open.values())
+
     def waiting_for(self) -> dict[str, Any]:
         """What the run waits for, as the façade reports it (`waiting_for`)."""
         if not self.open:
             return {}
-        gates = [
-            {"step": g.step, "message": g.message, "approvers": g.approvers or ["anyone"], "since": g.opened_at}
-            for g in self.open.values()
-        ]
+        gates = [_describe(gate) for gate in self.open.values()]
         return gates[0] if len(gates) == 1 else {"gates": gates}
 
     def decide(self, kind: str, payload: Any, now: str) -> None:
@@ -51,7 +63,7 @@ class Gates:
             step=payload.get("step"),
             comment=payload.get("reason" if kind == "reject" else "comment"),
         )
-        gate, problem = self._target(payload.get("step"))
+        gate, problem = self._target(payload.get("step"), APPROVAL)
         if gate is not None and problem is None:
             problem = _not_allowed(gate, approver, payload.get("groups"))
         if problem is not None or gate is None:
@@ -66,17 +78,63 @@ class Gates:
             }
         self.decisions.append(record)
 
-    def _target(self, step: Any) -> tuple[Gate | None, str | None]:
-        if not self.open:
-            return None, "no approval gate is waiting in this run"
+    def answer(self, payload: Any, now: str) -> None:
+        """Apply an `answer` signal to an input gate, or record why it was refused. The content is
+        checked against the step's `requested_schema` here, so no path around the façade's own
+        check (the CLI, `temporal workflow signal`) can hand later steps a malformed answer."""
+        if not isinstance(payload, dict):
+            payload = {}
+        action = payload.get("action", "accept")
+        content = payload.get("content") if action == "accept" else None
+        record: dict[str, Any] = {
+            "kind": "answer",
+            "time": now,
+            "id": payload.get("id"),
+            "responder": payload.get("responder"),
+            "step": payload.get("step"),
+            "action": action,
+        }
+        gate, problem = self._target(payload.get("step"), INPUT)
+        if gate is not None and problem is None:
+            if action not in _ANSWER_ACTIONS:
+                problem = f"action must be one of {', '.join(_ANSWER_ACTIONS)}, not {action!r}"
+            elif action == "accept":
+                content = {} if content is None else content
+                problems = answer_problems(gate.requested_schema or {"type": "object"}, content)
+                problem = "; ".join(problems) or None
+        if problem is not None or gate is None:
+            record.update(outcome=REFUSED, problem=problem)
+        else:
+            record.update(outcome=ACCEPTED, step=gate.step)
+            gate.decision = {"action": action, "content": content, "responder": payload.get("responder"), "time": now}
+        self.decisions.append(record)
+
+    def _target(self, step: Any, kind: str) -> tuple[Gate | None, str | None]:
+        waiting = {sid: gate for sid, gate in self.open.items() if gate.kind == kind}
+        what = "approval gate" if kind == APPROVAL else "question (elicitation step)"
+        if not waiting:
+            return None, f"no {what} is waiting in this run"
         if step is None:
-            if len(self.open) > 1:
-                return None, f"several gates wait ({', '.join(sorted(self.open))}): name one with `step`"
-            return next(iter(self.open.values())), None
-        gate = self.open.get(str(step))
+            if len(waiting) > 1:
+                return None, f"several {what}s wait ({', '.join(sorted(waiting))}): name one with `step`"
+            return next(iter(waiting.values())), None
+        gate = waiting.get(str(step))
         if gate is None:
-            return None, f"no gate {step!r} is waiting (waiting: {', '.join(sorted(self.open))})"
+            return None, f"no {what} {step!r} is waiting (waiting: {', '.join(sorted(waiting))})"
         return gate, None
+
+
+def _describe(gate: Gate) -> dict[str, Any]:
+    if gate.kind == INPUT:
+        return {
+            "kind": INPUT,
+            "step": gate.step,
+            "message": gate.message,
+            "requested_schema": gate.requested_schema,
+            "since": gate.opened_at,
+        }
+    approvers = gate.approvers or ["anyone"]
+    return {"step": gate.step, "message": gate.message, "approvers": approvers, "since": gate.opened_at}
 
 
 def _not_allowed(gate: Gate, approver: Any, groups: Any) -> str | None:
