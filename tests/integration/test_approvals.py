@@ -1,13 +1,16 @@
 """Approval gates through a real `vmcp dev` stack: the caller gets the run id at once, the approver
-decides from the CLI (or Temporal's own), refusals exit non-zero, a rejection stops the run."""
+decides from the CLI (or Temporal's own), refusals exit non-zero, a rejection stops the run, and a
+gate's webhook reaches a real HTTP receiver, retried, without ever holding the run up."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +18,38 @@ import mcp_types as types
 import pytest
 import yaml
 from mcp import Client
+from temporalio.client import Client as TemporalClient
 
 from tests.integration.test_composite import VMCP, _DevProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
 
 
-def composites() -> list[dict[str, Any]]:
+WEBHOOK_TOKEN = "hook-secret-5f1c9e"  # in the webhook URL: must never reach workflow history
+
+
+def composites(receiver: str, closed_port: int) -> list[dict[str, Any]]:
     return [
+        {
+            "name": "notified",
+            "steps": [
+                {
+                    "id": "gate",
+                    "type": "approval",
+                    "message": "Deploy?",
+                    "approvers": ["alice"],
+                    "webhook": f"{receiver}/hooks?token={WEBHOOK_TOKEN}",
+                },
+                {"id": "after", "tool": "fault.echo", "arguments": {"text": "deployed"}, "depends_on": ["gate"]},
+            ],
+        },
+        {
+            "name": "unheard",  # its webhook's receiver is down: the run must not notice
+            "steps": [
+                {"id": "gate", "type": "approval", "message": "Go?", "webhook": f"http://127.0.0.1:{closed_port}/x"},
+                {"id": "after", "tool": "fault.echo", "arguments": {"text": "went anyway"}, "depends_on": ["gate"]},
+            ],
+        },
         {
             "name": "publish",
             "parameters": {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]},
@@ -60,6 +87,7 @@ class Stack:
         self.url = url
         self.config_file = config_file
         self.fault_url = fault_url
+        self.temporal = yaml.safe_load(config_file.read_text())["temporal"]["address"]
 
     def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -78,9 +106,43 @@ class Stack:
         return dict(result.structured_content["tallies"])
 
 
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that answers 503 to the first POST, then 200; keeps every POST."""
+
+    def __init__(self) -> None:
+        self.posts: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                receiver.posts.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                self.send_response(503 if len(receiver.posts) == 1 else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    served = Receiver()
+    yield served
+    served.server.shutdown()
+
+
 @pytest.fixture(scope="module")
 def stack(
-    module_procs: Any, tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int], wait_until: Any
+    module_procs: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    free_port: Callable[[], int],
+    wait_until: Any,
+    receiver: Receiver,
 ) -> Iterator[Stack]:
     fault = module_procs.fault_http("fault")
     directory = tmp_path_factory.mktemp("approvals")
@@ -92,7 +154,7 @@ def stack(
             "dev_server": {"db_file": ".vmcp/temporal.db", "ui_port": 0},
         },
         "backends": [{"name": "fault", "transport": "streamable-http", "url": fault.url}],
-        "composite_tools": composites(),
+        "composite_tools": composites(receiver.url, free_port()),
     }
     config_file = directory / "vmcp.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -167,3 +229,35 @@ async def test_a_gate_that_times_out_follows_on_timeout(stack: Stack) -> None:
     gate = json.loads(status.stdout)["steps"]["gate"]
     assert gate["decision"]["decision"] == "approved" and gate["decision"]["approver"] is None
     assert "on_timeout: approve" in gate["decision"]["comment"]
+
+
+async def test_a_gate_webhook_is_retried_until_delivered_and_its_url_stays_out_of_history(
+    stack: Stack, receiver: Receiver, wait_until: Any
+) -> None:
+    run_id = (await _call(stack, "notified", {})).structured_content["run_id"]  # type: ignore[index]
+    mine = lambda: [post for post in receiver.posts if post["body"]["run_id"] == run_id]  # noqa: E731
+    wait_until(lambda: len(mine()) >= 2, 30, "the webhook's retry after a 503")
+    first, second = mine()[:2]
+    assert first["body"] == second["body"] and first["path"] == f"/hooks?token={WEBHOOK_TOKEN}"
+    body = second["body"]
+    assert body["message"] == "Deploy?" and body["approvers"] == ["alice"] and body["step"] == "gate"
+    assert body["web_ui"].startswith("http://127.0.0.1:") and body["web_ui"].endswith(f"/workflows/{run_id}")
+    assert body["approve"] == f"vmcp approve {run_id} --step gate"
+    assert second["headers"]["Idempotency-Key"] == f"{run_id}/gate"
+
+    assert stack.cli("approve", run_id, "--as", "alice").returncode == 0
+    async with Client(stack.url) as client:
+        result = await client.call_tool("vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
+    assert not result.is_error and "deployed" in json.dumps(result.structured_content)
+    temporal = await TemporalClient.connect(stack.temporal)
+    history = (await temporal.get_workflow_handle(run_id).fetch_history()).to_json()
+    assert "notify_approvers" in history and WEBHOOK_TOKEN not in history
+    assert len(mine()) == 2  # delivered once accepted: no more posts
+
+
+async def test_a_webhook_that_is_down_never_holds_the_run_up(stack: Stack) -> None:
+    run_id = (await _call(stack, "unheard", {})).structured_content["run_id"]  # type: ignore[index]
+    assert stack.cli("approve", run_id, "--as", "dave").returncode == 0
+    async with Client(stack.url) as client:
+        result = await client.call_tool("vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
+    assert not result.is_error and "went anyway" in json.dumps(result.structured_content)
