@@ -118,13 +118,27 @@ class CompositeTool(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
-    timeout: Seconds = DEFAULT_TIMEOUT  # the whole run
+    # The whole run. Unset: an hour of work plus every gate's own timeout, so a gate that may wait
+    # a day is never cut short by the run's deadline before its `on_timeout` decides.
+    timeout: Seconds | None = None
     wait: Seconds = DEFAULT_WAIT  # how long a call waits before answering with the run id
     steps: list[Step] = Field(min_length=1)
     output: Any = None
 
     def step(self, step_id: str) -> Any:
         return next(step for step in self.steps if step.id == step_id)
+
+    @property
+    def run_timeout(self) -> float:
+        if self.timeout is not None:
+            return self.timeout
+        return DEFAULT_TIMEOUT + sum(_gate_timeout(step) for step in self.steps)
+
+
+def _gate_timeout(step: Any) -> float:
+    if isinstance(step, ApprovalStep | ElicitationStep):
+        return float(step.timeout or DEFAULT_APPROVAL_TIMEOUT)
+    return 0.0
 
 
 # --------------------------------------------------------------------------- checks
@@ -202,6 +216,14 @@ def _check_one(tool: CompositeTool, where: str) -> list[ConfigIssue]:
             local = {step.item_var} if isinstance(step, ForEachStep) and key.startswith("step.") else set()
             issues += _check_refs(refs, f"{path}.{key}", context, ids, ancestors[step.id], params, open_params, local)
     for position, step in enumerate(tool.steps):
+        if tool.timeout is not None and _gate_timeout(step) >= tool.timeout:
+            issues.append(
+                ConfigIssue(
+                    f"{where}.steps[{position}].timeout",
+                    f"{label}, step {step.id!r}: the gate may wait {_gate_timeout(step):g}s, longer than the whole "
+                    f"run may take ({where}.timeout: {tool.timeout:g}s); its on_timeout would never decide",
+                )
+            )
         if isinstance(step, ElicitationStep):
             issues += _check_requested_schema(step, f"{where}.steps[{position}].requested_schema", label)
         elif isinstance(step, ApprovalStep) and not (step.webhook or "http://").startswith(("http://", "https://")):

@@ -142,7 +142,7 @@ class CompositeRuns:
             return _error(f"{tool.name} cannot run: " + "; ".join(issue.message for issue in issues))
         run_id = f"vmcp-{tool.name}-{uuid.uuid4()}"
         run = CompositeRunInput(tool=tool.name, definition=resolved.model_dump(mode="json"), params=params, caller={})
-        await self.orchestrator.start(run_id, run, tool.timeout)
+        await self.orchestrator.start(run_id, run, tool.run_timeout)
         return await self._follow(ctx, run_id, tool)
 
     async def _resume(

@@ -288,7 +288,7 @@ class CompositeToolWorkflow:
             approvers=list(step.approvers),
             timeout_seconds=timeout,
         )
-        workflow.start_activity(
+        notifying = workflow.start_activity(
             NOTIFY_APPROVERS,
             notice,
             start_to_close_timeout=timedelta(seconds=30),
@@ -296,6 +296,8 @@ class CompositeToolWorkflow:
             retry_policy=_WEBHOOK_RETRY,
             summary=f"{step.id}: notify approvers",
         )
+        # its failure is in the history already; taking it here keeps the worker's log quiet
+        notifying.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def _waiting_changed(self) -> None:
         approval = self._gates.waiting(APPROVAL)

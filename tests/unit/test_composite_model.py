@@ -442,3 +442,36 @@ def test_resolve_reports_unknown_tools_with_their_key_paths() -> None:
     ]
     assert "composite 'investigate', step 'typo': unknown tool 'oci.get_imge_info'" in issues[0].message
     assert "step 'each'" in issues[1].message and "'nowhere'" in issues[1].message
+
+
+def gate(step_id: str, *depends_on: str, **extra: Any) -> dict[str, Any]:
+    return {"id": step_id, "type": "approval", "message": "ok?", "depends_on": list(depends_on), **extra}
+
+
+def test_an_unset_run_timeout_makes_room_for_every_gate() -> None:
+    """A gate may wait a day by default: the run's own deadline must not cut it short."""
+    plain = composite([step("a")])
+    assert plain.run_timeout == 3600.0
+    gated = composite([step("a"), gate("g1", "a"), gate("g2", "g1", timeout="2h")])
+    assert gated.run_timeout == 3600.0 + 86400.0 + 7200.0
+    assert composite([gate("g", timeout="10m")], timeout="30m").run_timeout == 1800.0
+
+
+def test_a_gate_that_outlasts_the_run_is_reported() -> None:
+    issue = only(issues_of(composite([gate("g", timeout="24h")], timeout="1h")))
+    assert issue.path == "composite_tools[0].steps[0].timeout"
+    assert "longer than the whole run" in issue.message and "on_timeout would never decide" in issue.message
+
+
+def test_an_elicitation_form_must_be_flat() -> None:
+    nested = {"type": "object", "properties": {"who": {"type": "object"}}}
+    issue = only(
+        issues_of(composite([{"id": "ask", "type": "elicitation", "message": "?", "requested_schema": nested}]))
+    )
+    assert issue.path == "composite_tools[0].steps[0].requested_schema.properties.who"
+    assert "string, number, integer or boolean" in issue.message
+
+
+def test_a_webhook_must_be_an_http_url() -> None:
+    issue = only(issues_of(composite([gate("g", webhook="ftp://example.test/hook")])))
+    assert issue.path == "composite_tools[0].steps[0].webhook"
