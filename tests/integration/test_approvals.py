@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import anyio
 import mcp_types as types
 import pytest
 import yaml
@@ -261,3 +262,17 @@ async def test_a_webhook_that_is_down_never_holds_the_run_up(stack: Stack) -> No
     async with Client(stack.url) as client:
         result = await client.call_tool("vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
     assert not result.is_error and "went anyway" in json.dumps(result.structured_content)
+
+
+async def test_temporals_own_cli_can_approve(stack: Stack) -> None:
+    """The documented alternative to `vmcp approve`: a plain Temporal signal."""
+    label = f"tctl-{uuid.uuid4().hex[:6]}"
+    run_id = (await _call(stack, "publish", {"label": label})).structured_content["run_id"]  # type: ignore[index]
+    temporal = str(Path(VMCP).parent / "temporal")
+    decision = json.dumps({"approver": "alice", "comment": "from temporal"})
+    command = [temporal, "workflow", "signal", "--address", stack.temporal, "--workflow-id", run_id]
+    sent = await anyio.run_process([*command, "--name", "approve", "--input", decision], check=False)
+    assert sent.returncode == 0, sent.stderr.decode()
+    async with Client(stack.url) as client:
+        result = await client.call_tool("vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
+    assert result.structured_content == {"decision": "approved", "by": "alice"}
