@@ -25,7 +25,7 @@ from temporalio.client import Client
 from temporalio.worker import PollerBehaviorAutoscaling, UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.backend_tools import BackendToolActivities
+from activities.backend_tools import BackendToolActivities, step_policies
 from activities.notify import ApproverNotifications
 from vmcp.backends import BackendPool
 from vmcp.config import ConfigError, VmcpConfig, load_config
@@ -75,7 +75,7 @@ def workflow_runner(*, strict: bool = False) -> WorkflowRunner:
 
 
 def build_worker(client: Client, config: VmcpConfig, pool: BackendPool) -> Worker:
-    activities = BackendToolActivities(pool)
+    activities = BackendToolActivities(pool, step_policies(config.aggregation))
     return Worker(
         client,
         task_queue=config.temporal.task_queue,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -23,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from vmcp.backends import BackendConnection, BackendPool, BackendUnavailable
+from vmcp.config import AggregationConfig, ParameterPolicy
 from vmcp.contracts import (
     CALL_BACKEND_TOOL,
     ERROR_BACKEND_PROTOCOL,
@@ -30,12 +32,14 @@ from vmcp.contracts import (
     ERROR_INPUT_REQUIRED,
     ERROR_INVALID_PARAMS,
     ERROR_METHOD_NOT_FOUND,
+    ERROR_POLICY,
     ERROR_TOOL,
     ERROR_UNKNOWN_BACKEND,
     IDEMPOTENCY_META_KEY,
     CallBackendToolInput,
     CallBackendToolOutput,
 )
+from vmcp.policy import violation
 from vmcp.wire import WireError
 
 logger = logging.getLogger(__name__)
@@ -48,10 +52,13 @@ _PERMANENT_CODES = {types.INVALID_PARAMS: ERROR_INVALID_PARAMS, types.METHOD_NOT
 
 
 class BackendToolActivities:
-    """Activities bound to the worker's backend pool (one connection per backend, shared)."""
+    """Activities bound to the worker's backend pool (one connection per backend, shared), and to
+    the argument policies of its configuration: a composite step meets the same rules as a plain
+    call, checked here, before anything is sent."""
 
-    def __init__(self, pool: BackendPool) -> None:
+    def __init__(self, pool: BackendPool, policies: Mapping[tuple[str, str], Mapping[str, ParameterPolicy]]) -> None:
         self.pool = pool
+        self.policies = policies
 
     @activity.defn(name=CALL_BACKEND_TOOL)
     async def call_backend_tool(self, call: CallBackendToolInput) -> CallBackendToolOutput:
@@ -65,6 +72,12 @@ class BackendToolActivities:
             )
         connection = self.pool.get(call.backend)
         what = f"{call.backend}.{call.tool}"
+        broken = violation(self.policies.get((call.backend, call.tool), {}), call.arguments)
+        if broken is not None:
+            logger.info("policy refused %s (key %s): %s", what, call.idempotency_key, broken[1])
+            raise ApplicationError(
+                f"{what} was not called: {broken[1]}", _attempt(), type=ERROR_POLICY, non_retryable=True
+            )
         result, failure = await _call_with_heartbeats(connection, call)
         if failure is None:
             output = to_output(result, what, attempt=activity.info().attempt)
@@ -89,6 +102,16 @@ class BackendToolActivities:
                 non_retryable=permanent is not None,
             ) from failure
         raise failure  # anything else: Temporal records it as a retryable failure
+
+
+def step_policies(aggregation: AggregationConfig) -> dict[tuple[str, str], Mapping[str, ParameterPolicy]]:
+    """Every configured argument policy, by (backend, original tool name)."""
+    return {
+        (backend, tool): override.policy
+        for backend, settings in aggregation.backends.items()
+        for tool, override in settings.overrides.items()
+        if override.policy
+    }
 
 
 def _attempt() -> dict[str, int]:

@@ -108,6 +108,8 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
                 "resources": len(facade.catalog.resources),
                 "catalog_error": str(facade.catalog_error) if facade.catalog_error else None,
                 "backends": [dataclasses.asdict(s) for s in the_pool.statuses()],
+                "catalog_warnings": list(facade.catalog.warnings),
+                "policy_denials": dict(facade.policy_denials),
             }
         )
 

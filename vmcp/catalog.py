@@ -18,6 +18,7 @@ import mcp_types as types
 
 from vmcp.config import RESERVED_TOOL_PREFIX, AggregationConfig, BackendAggregation
 from vmcp.config_types import ConfigIssue
+from vmcp.shaping import ToolShape, shape_tool
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,12 @@ class BackendListing:
 
 @dataclass(frozen=True)
 class Route:
-    """Where an advertised name goes: the backend and the name the backend knows."""
+    """Where an advertised name goes: the backend and the name the backend knows, and for a
+    customized tool how its arguments become the backend's (`vmcp.shaping`)."""
 
     backend: str
     original: str
+    shape: ToolShape | None = None
 
 
 @dataclass(frozen=True)
@@ -153,8 +156,13 @@ def build_catalog(
     for candidate, name in zip(tool_candidates, tool_names, strict=True):
         original = all_tools[(candidate.backend, candidate.original)]
         settings = config.for_backend(candidate.backend)
-        tools.append(_advertised_tool(original, name, settings))
-        tool_routes[name] = Route(candidate.backend, candidate.original)
+        where = f"aggregation.backends.{candidate.backend}.overrides.{candidate.original}"
+        shaped, shape, problems = shape_tool(original, settings.overrides.get(candidate.original), where)
+        if problems:
+            warnings += [f"{problem}; tool {name!r} is not advertised until this is fixed" for problem in problems]
+            continue
+        tools.append(_advertised_tool(shaped, name, settings))
+        tool_routes[name] = Route(candidate.backend, candidate.original, shape)
 
     prompts_by_key = {(listing.backend, p.name): p for listing in ordered for p in listing.prompts}
     prompts: list[types.Prompt] = []

@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -92,16 +93,21 @@ def cmd_tools(args: argparse.Namespace) -> int:
         print(outcome.error, file=sys.stderr)
         return 1
     catalog = outcome.catalog
-    rows = []
+    from vmcp.policy import describe
+
+    rows: list[dict[str, Any]] = []
     for tool in catalog.tools:
         route = catalog.tool_routes[tool.name]
+        shape = route.shape
         rows.append(
             {
                 "name": tool.name,
                 "backend": route.backend,
                 "original": route.original,
                 "description": (tool.description or "").strip().splitlines()[0] if tool.description else "",
-                "input_schema": tool.input_schema,
+                "input_schema": tool.input_schema,  # the effective schema: what a caller may send
+                "fixed": dict(shape.fixed) if shape else {},
+                "policy": describe(shape.policies) if shape else {},
             }
         )
     for composite in config.composite_tools:
@@ -123,6 +129,10 @@ def cmd_tools(args: argparse.Namespace) -> int:
     for row in rows:
         cells = [str(row[k]).ljust(w) for (_, k), w in zip(_TOOL_COLUMNS[:3], widths, strict=True)]
         print("  ".join(cells) + "  " + clip(str(row["description"]), 80))
+        for name, value in row.get("fixed", {}).items():
+            print(f"    fixed  {name} = {json.dumps(value)}")
+        for name, rules in row.get("policy", {}).items():
+            print(f"    policy {name}: {json.dumps(rules, sort_keys=True)}")
     down = [s for s in outcome.statuses if s.state != "ready"]
     for status in down:
         print(f"backend {status.name} unavailable: {status.last_error or status.state}", file=sys.stderr)

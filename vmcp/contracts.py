@@ -85,6 +85,7 @@ ERROR_INVALID_PARAMS = "InvalidParams"  # non-retryable: unknown tool or rejecte
 ERROR_METHOD_NOT_FOUND = "MethodNotFound"  # non-retryable: the backend has no tools/call
 ERROR_INPUT_REQUIRED = "InputRequired"  # non-retryable: the tool asked for input a step cannot give
 ERROR_TOOL = "ToolError"  # retryable: the tool answered isError (only with `fail_on_error`)
+ERROR_POLICY = "PolicyViolation"  # non-retryable (raised so): an argument broke the tool's policy
 PERMANENT_ERRORS = (ERROR_INVALID_PARAMS, ERROR_METHOD_NOT_FOUND, ERROR_INPUT_REQUIRED)
 
 # Signals and queries of a composite run (the approver's CLI and `temporal workflow signal` use them).

@@ -11,6 +11,7 @@ working while Temporal is down.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,7 @@ from vmcp.config import VmcpConfig
 from vmcp.forwarding import (
     SERVER_INFO_KEY,
     backend_meta,
+    caller_of,
     error_result,
     forward_meta,
     has_progress_token,
@@ -41,6 +43,7 @@ from vmcp.forwarding import (
 from vmcp.passthrough import PassThrough
 from vmcp.relay import Relay, calling, is_modern, resolve_input_required
 from vmcp.runs import CompositeRuns
+from vmcp.shaping import ShapeRefusal
 from vmcp.wire import WireError
 
 logger = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ class Facade:
         self.relay = Relay()
         pool.relay_to(self.relay)
         self.runs = CompositeRuns(config)
+        self.policy_denials: Counter[str] = Counter()  # "<tool>: <rule>" -> calls refused (in /status)
         self.passthrough = PassThrough(pool, self.relay, lambda: self.catalog)
         self.server: Server[Any] = _AnnouncingServer(
             "vmcp",
@@ -162,6 +166,15 @@ class Facade:
                         logger.exception("tools/call %s failed", params.name)
                         return error_result(f"Tool {params.name!r} failed inside vmcp: {type(exc).__name__}: {exc}")
             return error_result(f"Unknown tool {params.name!r}: no backend offers it (see tools/list).")
+        if route.shape is not None:
+            try:
+                arguments = route.shape.backend_arguments(params.arguments, caller_of(ctx))
+            except ShapeRefusal as exc:
+                if exc.rule is not None:
+                    self.policy_denials[f"{params.name}: {exc.rule}"] += 1
+                    logger.info("policy refused %s: %s", params.name, exc)
+                return error_result(f"Tool {params.name!r} was not called: {exc}")
+            params = params.model_copy(update={"arguments": arguments})
         progress = has_progress_token(params.meta)
         try:
             connection = self.pool.get(route.backend)

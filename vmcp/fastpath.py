@@ -99,7 +99,7 @@ class LeanToolCalls:
         if isinstance(classify_inbound_request(decoded, headers=dict(headers)), InboundLadderRejection):
             return False
         route = self._facade.catalog.tool_routes.get(name)
-        if route is None:
+        if route is None or route.shape is not None:  # a customized tool is shaped and checked by the façade
             return False
         connection = self._facade.pool.connections.get(route.backend)
         if connection is None or not connection.takes_lean_path(route.original):

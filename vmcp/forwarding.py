@@ -80,3 +80,16 @@ def backend_meta(
     else:
         forwarded.pop(LOG_LEVEL_META_KEY, None)
     return forwarded or None
+
+
+def caller_of(ctx: ServerRequestContext[Any]) -> dict[str, Any]:
+    """Who is calling, as templates see it (`caller`): a non-secret summary. Until vmcp
+    authenticates callers, the subject is `anonymous` and `client` is the name the MCP client
+    gives itself (its `clientInfo`, from the handshake or, at 2026-07-28, the request envelope)."""
+    name: str | None = None
+    params = ctx.session.client_params
+    if params is not None:
+        name = params.client_info.name
+    elif isinstance(ctx.meta, dict) and isinstance(info := ctx.meta.get(CLIENT_INFO_META_KEY), dict):
+        name = str(info.get("name")) if info.get("name") else None
+    return {"subject": "anonymous", "client": name}

@@ -56,6 +56,18 @@ def composites() -> list[dict[str, Any]]:
     """The composite tools this module's stack serves (one per behaviour under test)."""
     return [
         {
+            "name": "guarded_fetch",  # fault.fetch has a URL policy (see `stack`): steps meet it too
+            "parameters": {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},
+            "steps": [
+                {
+                    "id": "get",
+                    "tool": "fault.fetch",
+                    "arguments": {"url": "{{ params.url }}"},
+                    "retry": {"max_attempts": 3, "initial_interval": "100ms"},
+                }
+            ],
+        },
+        {
             "name": "parallel3",
             "description": "Three independent slow steps",
             "parameters": LABEL_PARAM,
@@ -324,7 +336,12 @@ def stack(
             {"name": "fault", "transport": "streamable-http", "url": fault.url},
             fault_stdio_backend("fe"),
         ],
-        "aggregation": {"conflict_resolution": "prefix"},
+        "aggregation": {
+            "conflict_resolution": "prefix",
+            "backends": {
+                "fault": {"overrides": {"fetch": {"policy": {"url": {"url": {"hosts": ["*.example.test"]}}}}}}
+            },
+        },
         "composite_tools": composites(),
     }
     config_file = directory / "vmcp.yaml"
@@ -538,6 +555,20 @@ async def test_on_error_fail_fails_the_run_names_the_step_and_runs_nothing_after
     assert state["steps"]["later"]["status"] == "skipped"
     assert state["state"] == "failed"
     assert (await fault_count(stack))["tallies"].get(tag, 0) == 0  # `later` never reached the backend
+
+
+async def test_a_step_meets_the_tools_argument_policy_before_any_call(stack: Stack) -> None:
+    before = len((await fault_count(stack))["fetched"])
+    refused = await call(stack, "guarded_fetch", {"url": "https://docs.example.test@evil.com/"})
+    assert refused.is_error is True, refused
+    state = await status(stack, run_id_of(refused))
+    step = state["steps"]["get"]
+    assert step["status"] == "failed" and step["attempts"] == 1, step  # not retried: it cannot pass later
+    assert "argument `url` refused by policy (url): userinfo:" in step["error"], step["error"]
+    served = await call(stack, "guarded_fetch", {"url": "https://docs.example.test/ok"})
+    assert served.is_error is not True, _text(served)
+    fetched = (await fault_count(stack))["fetched"][before:]
+    assert [item["url"] for item in fetched] == ["https://docs.example.test/ok"]
 
 
 async def test_a_failing_step_cancels_the_steps_still_running(stack: Stack) -> None:

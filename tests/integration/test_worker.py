@@ -130,7 +130,7 @@ async def activities(tmp_path: Path) -> AsyncIterator[BackendToolActivities]:
     config = backends_config(tmp_path)
     async with BackendPool(config.backends, config.base_dir) as pool:
         await pool.wait_settled(30)
-        yield BackendToolActivities(pool)
+        yield BackendToolActivities(pool, {})
 
 
 def call(backend: str, tool: str, arguments: dict[str, Any], **extra: Any) -> CallBackendToolInput:

@@ -51,6 +51,7 @@ class _Counters:
         self.tool_calls = 0
         self.connections = 0
         self.methods: dict[str, int] = {}
+        self.fetched: list[dict[str, Any]] = []  # every `fetch` call's arguments, as received
 
 
 def _text(text: str, structured: dict[str, Any] | None = None, *, is_error: bool = False) -> types.CallToolResult:
@@ -127,6 +128,12 @@ def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServe
     def crash() -> types.CallToolResult:
         os._exit(17)
 
+    @server.tool(description="Pretend to fetch `url`: record the arguments as received and echo them.")
+    def fetch(url: str, max_length: int = 5000, raw: bool = False, user: str = "") -> types.CallToolResult:
+        arguments = {"url": url, "max_length": max_length, "raw": raw, "user": user}
+        counters.fetched.append(arguments)
+        return _text(f"fetched {url}", arguments)
+
     @server.tool(description="How many tool calls and connection set-ups this process has served.")
     def count() -> types.CallToolResult:
         data = {
@@ -139,6 +146,7 @@ def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServe
             "pid": os.getpid(),
             "name": name,
             "methods": dict(counters.methods),
+            "fetched": list(counters.fetched),
         }
         return _text(str(counters.tool_calls), data)
 

@@ -18,6 +18,9 @@ PURE_MODULES = {
     "vmcp.contracts",
     "vmcp.composite",
     "vmcp.templating",
+    "vmcp.url_policy",
+    "vmcp.policy",
+    "vmcp.shaping",
 }
 PURE_THIRD_PARTY = {"pydantic", "yaml", "mcp_types", "jinja2", "jsonschema", "typing_extensions"}
 IO_LIBRARIES = {

@@ -1,0 +1,138 @@
+"""Tool customization and argument policies through a real façade (`vmcp serve`) over the fault
+server: the advertised schema is exactly what a caller may send, the backend receives its own names
+with defaults and caller-derived fixed values, and every hostile URL of the corpus is refused before
+the backend sees a call (its own record of `fetch` calls proves it)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import mcp_types as types
+import pytest
+from mcp import Client
+
+from tests.conftest import VMCP
+from tests.unit.test_url_policy import HOSTILE, LEGITIMATE
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+CLIENT = types.Implementation(name="policy-suite", version="1.0")
+FETCH_OVERRIDE = {
+    "name": "fetch_docs",
+    "description": "Fetch a page of our documentation.",
+    "parameters": {
+        "url": {"name": "address", "description": "A page under *.example.test or docs.partner.test"},
+        "max_length": {"default": 2000},
+        "user": {"fixed": "{{ caller.subject }}@{{ caller.client }}"},
+    },
+    "expose": ["url", "max_length"],
+    "policy": {
+        "url": {"url": {"schemes": ["https", "http"], "hosts": ["*.example.test", "docs.partner.test"]}},
+        "max_length": {"maximum": 10000},
+    },
+}
+
+
+class Served:
+    def __init__(self, vmcp: Any, fault_url: str) -> None:
+        self.vmcp = vmcp
+        self.fault_url = fault_url
+
+    async def fetched(self) -> list[dict[str, Any]]:
+        async with Client(self.fault_url) as direct:
+            result = await direct.call_tool("count", {})
+        assert result.structured_content is not None
+        return list(result.structured_content["fetched"])
+
+
+@pytest.fixture(scope="module")
+def served(module_procs: Any) -> Iterator[Served]:
+    fault = module_procs.fault_http("fault")
+    config = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "backends": [{"name": "fault", "transport": "streamable-http", "url": fault.url}],
+        "aggregation": {"backends": {"fault": {"overrides": {"fetch": FETCH_OVERRIDE}}}},
+    }
+    yield Served(module_procs.vmcp(config, filename="policies.yaml"), fault.url)
+
+
+async def _call(served: Served, arguments: dict[str, Any], mode: str = "2026-07-28") -> types.CallToolResult:
+    async with Client(served.vmcp.url, mode=mode, client_info=CLIENT) as client:  # type: ignore[arg-type]
+        return await client.call_tool("fetch_docs", arguments)
+
+
+def _text(result: types.CallToolResult) -> str:
+    return "\n".join(block.text for block in result.content if isinstance(block, types.TextContent))
+
+
+async def test_the_advertised_schema_is_exactly_what_a_caller_may_send(served: Served) -> None:
+    async with Client(served.vmcp.url) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    assert "fault_fetch" not in tools  # renamed, not advertised twice
+    schema = tools["fetch_docs"].input_schema
+    assert set(schema["properties"]) == {"address", "max_length"}  # user fixed, raw not exposed
+    assert schema["properties"]["address"]["description"] == "A page under *.example.test or docs.partner.test"
+    assert schema["properties"]["max_length"]["default"] == 2000
+    assert schema["required"] == ["address"]
+    assert tools["fetch_docs"].description == "Fetch a page of our documentation."
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_the_backend_gets_its_own_names_defaults_and_the_callers_fixed_value(served: Served, mode: str) -> None:
+    before = len(await served.fetched())
+    result = await _call(served, {"address": f"https://docs.example.test/{mode}"}, mode)
+    assert not result.is_error, result
+    received = (await served.fetched())[before:]
+    assert received == [
+        {"url": f"https://docs.example.test/{mode}", "max_length": 2000, "raw": False, "user": "anonymous@policy-suite"}
+    ]
+
+
+async def test_every_legitimate_url_of_the_corpus_is_served(served: Served) -> None:
+    before = len(await served.fetched())
+    for case, url in LEGITIMATE:
+        result = await _call(served, {"address": url})
+        assert not result.is_error, (case, _text(result))
+    assert len(await served.fetched()) == before + len(LEGITIMATE)
+
+
+async def test_every_hostile_url_of_the_corpus_is_refused_before_the_backend(served: Served) -> None:
+    before = await served.fetched()
+    async with Client(served.vmcp.url, client_info=CLIENT) as client:
+        for case, url, rule in HOSTILE:
+            result = await client.call_tool("fetch_docs", {"address": url})
+            text = _text(result)
+            assert result.is_error, (case, text)
+            assert "argument `address` refused by policy (url)" in text and f"{rule}:" in text, (case, text)
+    assert await served.fetched() == before  # the backend never saw one of them
+
+
+async def test_hidden_renamed_and_out_of_range_arguments_are_refused(served: Served) -> None:
+    before = await served.fetched()
+    hidden = await _call(served, {"address": "https://a.example.test/", "user": "root"})
+    assert hidden.is_error and "`user` is set by the operator" in _text(hidden)
+    original = await _call(served, {"url": "https://a.example.test/"})
+    assert original.is_error and "advertised as `address`" in _text(original)
+    too_long = await _call(served, {"address": "https://a.example.test/", "max_length": 20000})
+    assert too_long.is_error and "`max_length` refused by policy (maximum)" in _text(too_long)
+    assert await served.fetched() == before
+
+
+async def test_denials_are_counted_and_vmcp_tools_shows_schema_and_policy(served: Served) -> None:
+    async with httpx.AsyncClient() as http:
+        status = (await http.get(served.vmcp.base + "/status")).json()
+    denials = status["policy_denials"]
+    assert denials["fetch_docs: url"] >= len(HOSTILE) and denials["fetch_docs: maximum"] >= 1
+    command = [VMCP, "tools", "--config", str(served.vmcp.config_file)]
+    shown = await anyio.run_process([*command, "--json"], check=False)
+    assert shown.returncode == 0, shown.stderr.decode()
+    row = next(row for row in json.loads(shown.stdout) if row["name"] == "fetch_docs")
+    assert set(row["input_schema"]["properties"]) == {"address", "max_length"}
+    assert row["fixed"] == {"user": "{{ caller.subject }}@{{ caller.client }}"}
+    assert row["policy"]["url"]["url"]["hosts"] == ["*.example.test", "docs.partner.test"]
+    text = (await anyio.run_process(command, check=False)).stdout.decode()
+    assert "policy url:" in text and "fixed  user" in text
