@@ -24,7 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from vmcp.backends import BackendConnection, BackendPool, BackendUnavailable
-from vmcp.config import AggregationConfig, ParameterPolicy
+from vmcp.config import AggregationConfig
 from vmcp.contracts import (
     CALL_BACKEND_TOOL,
     ERROR_BACKEND_PROTOCOL,
@@ -40,6 +40,7 @@ from vmcp.contracts import (
     CallBackendToolOutput,
 )
 from vmcp.policy import violation
+from vmcp.tool_overrides import ParameterPolicy
 from vmcp.wire import WireError
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from vmcp.config import ParameterPolicy, UrlPolicy
+from vmcp.tool_overrides import ParameterPolicy, UrlPolicy
 from vmcp.url_policy import UrlRule, check_url
 
 POLICY_VIOLATION = "PolicyViolation"

@@ -16,9 +16,9 @@ from typing import Any
 
 import mcp_types as types
 
-from vmcp.config import ParameterPolicy, ToolOverride
 from vmcp.policy import violation
 from vmcp.templating import TemplateFailure, render
+from vmcp.tool_overrides import ParameterPolicy, ToolOverride
 
 
 class ShapeRefusal(Exception):

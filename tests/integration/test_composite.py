@@ -56,6 +56,26 @@ def composites() -> list[dict[str, Any]]:
     """The composite tools this module's stack serves (one per behaviour under test)."""
     return [
         {
+            # the README's wrapper: a name resolved to an id first, then the real call with safe values
+            "name": "profile_page",
+            "description": "Fetch a person's profile page by name.",
+            "parameters": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+            "steps": [
+                {"id": "find", "tool": "fault.lookup", "arguments": {"name": "{{ params.name }}"}},
+                {
+                    "id": "page",
+                    "tool": "fault.fetch",
+                    "depends_on": ["find"],
+                    "arguments": {
+                        "url": "https://people.example.test/{{ steps.find.output.id }}",
+                        "max_length": 1000,
+                        "raw": False,
+                    },
+                },
+            ],
+            "output": {"id": "{{ steps.find.output.id }}", "page": "{{ steps.page.output }}"},
+        },
+        {
             "name": "guarded_fetch",  # fault.fetch has a URL policy (see `stack`): steps meet it too
             "parameters": {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},
             "steps": [
@@ -569,6 +589,17 @@ async def test_a_step_meets_the_tools_argument_policy_before_any_call(stack: Sta
     assert served.is_error is not True, _text(served)
     fetched = (await fault_count(stack))["fetched"][before:]
     assert [item["url"] for item in fetched] == ["https://docs.example.test/ok"]
+
+
+async def test_a_wrapper_resolves_a_name_then_makes_the_real_call_with_safe_values(stack: Stack) -> None:
+    result = await call(stack, "profile_page", {"name": "Ada"})
+    assert result.is_error is not True, _text(result)
+    assert result.structured_content == {
+        "id": "u-ada",
+        "page": {"url": "https://people.example.test/u-ada", "max_length": 1000, "raw": False, "user": ""},
+    }
+    unknown = await call(stack, "profile_page", {"name": "Ada Lovelace"})
+    assert unknown.is_error is True and "nobody is called 'Ada Lovelace'" in _text(unknown)
 
 
 async def test_a_failing_step_cancels_the_steps_still_running(stack: Stack) -> None:

@@ -55,7 +55,16 @@ def served(module_procs: Any) -> Iterator[Served]:
     config = {
         "server": {"host": "127.0.0.1", "port": 0},
         "backends": [{"name": "fault", "transport": "streamable-http", "url": fault.url}],
-        "aggregation": {"backends": {"fault": {"overrides": {"fetch": FETCH_OVERRIDE}}}},
+        "aggregation": {
+            "backends": {
+                "fault": {
+                    "overrides": {
+                        "fetch": FETCH_OVERRIDE,
+                        "echo": {"policy": {"txt": {"max_length": 3}}},  # a typo: echo's parameter is `text`
+                    }
+                }
+            }
+        },
     }
     yield Served(module_procs.vmcp(config, filename="policies.yaml"), fault.url)
 
@@ -136,3 +145,17 @@ async def test_denials_are_counted_and_vmcp_tools_shows_schema_and_policy(served
     assert row["policy"]["url"]["url"]["hosts"] == ["*.example.test", "docs.partner.test"]
     text = (await anyio.run_process(command, check=False)).stdout.decode()
     assert "policy url:" in text and "fixed  user" in text
+
+
+async def test_an_override_naming_a_missing_parameter_keeps_the_tool_unadvertised(served: Served) -> None:
+    """Fail closed: a guard that cannot apply must not leave the tool open without it."""
+    async with Client(served.vmcp.url) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        refused = await client.call_tool("fault_echo", {"text": "hello"})
+    assert "fault_echo" not in names and "fault_add" in names
+    assert refused.is_error
+    async with httpx.AsyncClient() as http:
+        warnings = (await http.get(served.vmcp.base + "/status")).json()["catalog_warnings"]
+    assert any(
+        "aggregation.backends.fault.overrides.echo.policy.txt: 'echo' has no parameter 'txt'" in w for w in warnings
+    ), warnings

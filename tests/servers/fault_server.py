@@ -128,6 +128,12 @@ def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServe
     def crash() -> types.CallToolResult:
         os._exit(17)
 
+    @server.tool(description="Look a person up by name: their id (an isError result for a name nobody has).")
+    def lookup(name: str) -> types.CallToolResult:
+        if not name.isalpha():
+            return _text(f"nobody is called {name!r}", is_error=True)
+        return _text(f"id of {name}", {"id": f"u-{name.lower()}", "name": name})
+
     @server.tool(description="Pretend to fetch `url`: record the arguments as received and echo them.")
     def fetch(url: str, max_length: int = 5000, raw: bool = False, user: str = "") -> types.CallToolResult:
         arguments = {"url": url, "max_length": max_length, "raw": raw, "user": user}

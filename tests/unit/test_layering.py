@@ -19,6 +19,7 @@ PURE_MODULES = {
     "vmcp.composite",
     "vmcp.templating",
     "vmcp.url_policy",
+    "vmcp.tool_overrides",
     "vmcp.policy",
     "vmcp.shaping",
 }

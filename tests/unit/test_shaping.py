@@ -7,9 +7,10 @@ from typing import Any
 import mcp_types as types
 import pytest
 
-from vmcp.config import ConfigError, ParameterPolicy, ToolOverride, parse_config
+from vmcp.config import ConfigError, parse_config
 from vmcp.policy import violation
 from vmcp.shaping import ShapeRefusal, shape_tool
+from vmcp.tool_overrides import ParameterPolicy, ToolOverride
 
 SEARCH = types.Tool(
     name="search",
