@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vmcp.auth import metadata_routes, protect, refuses_anonymous
 from vmcp.backends import BackendPool
 from vmcp.config import VmcpConfig
 from vmcp.facade import Facade
@@ -59,7 +60,8 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
     manager = StreamableHTTPSessionManager(
         app=facade.server, security_settings=security, stateless=config.server.stateless
     )
-    mcp_endpoint = LeanToolCalls(StreamableHTTPASGIApp(manager), facade, security)
+    lean = LeanToolCalls(StreamableHTTPASGIApp(manager), facade, security)
+    mcp_endpoint = protect(lean, config.auth)  # bearer tokens first: the lean path serves callers too
     state: dict[str, Any] = {"ready": False, "prepared": False}
 
     async def prepare() -> None:
@@ -119,11 +121,12 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/status", status),
+            *metadata_routes(config.auth),
         ],
         lifespan=lifespan,
     )
     app.state.facade = facade
-    app.state.lean = mcp_endpoint
+    app.state.lean = lean
     app.state.prepare = prepare
     return _McpFirst(app, config.server.path, mcp_endpoint)
 
@@ -160,6 +163,9 @@ async def serve(
     config: VmcpConfig, *, host: str | None = None, port: int | None = None, pool: BackendPool | None = None
 ) -> None:
     """Run the façade until cancelled or interrupted; StartupRefused when it must not start."""
+    reason = refuses_anonymous(config.auth, host or config.server.host)
+    if reason is not None:
+        raise StartupRefused(reason)
     refused: StartupRefused | None = None
     async with contextlib.AsyncExitStack() as stack:
         if pool is None:

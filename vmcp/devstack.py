@@ -23,6 +23,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from vmcp.app import StartupRefused, create_app, serve_directory
+from vmcp.auth import refuses_anonymous
 from vmcp.backends import BackendPool
 from vmcp.config import VmcpConfig
 from vmcp.orchestrator import TemporalUnreachable, wait_until_reachable
@@ -156,7 +157,7 @@ async def _temporal(config: VmcpConfig, plan: DevPlan, run: _Run) -> AsyncIterat
     """Temporal up and answering for the body (started here when the address is a loopback
     one, and stopped on the way out); yields False when a stop request came first."""
     if plan.temporal is None:
-        _check_facade_port(plan)
+        _check_facade_port(plan, config)
         print(f"vmcp dev: using the Temporal server at {plan.address} (not started by vmcp dev)", flush=True)
 
         async def reachable() -> None:
@@ -171,7 +172,7 @@ async def _temporal(config: VmcpConfig, plan: DevPlan, run: _Run) -> AsyncIterat
     run.temporal = server
     try:
         await server.prepare()
-        _check_facade_port(plan)
+        _check_facade_port(plan, config)
         await server.spawn()
         print(f"vmcp dev: starting Temporal on {plan.address} (data: {plan.temporal.db_file})", flush=True)
         yield await _until_stopped(run, server.wait_ready)
@@ -296,7 +297,10 @@ def _facade(app: ASGIApp, plan: DevPlan) -> _FacadeServer:
     )
 
 
-def _check_facade_port(plan: DevPlan) -> None:
+def _check_facade_port(plan: DevPlan, config: VmcpConfig) -> None:
+    reason = refuses_anonymous(config.auth, plan.facade_host or "0.0.0.0")
+    if reason is not None:
+        raise DevStackError(reason)
     if not port_free(plan.facade_host or "0.0.0.0", plan.facade_port):
         raise DevStackError(
             f"the façade's port {plan.facade_port} (server.port) is already in use on {plan.facade_host} "

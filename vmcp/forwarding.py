@@ -16,6 +16,7 @@ from mcp_types import (
     PROTOCOL_VERSION_META_KEY,
 )
 
+from vmcp.auth import caller_from_user
 from vmcp.backends import BackendConnection
 from vmcp.relay import Relay, is_modern
 
@@ -83,9 +84,14 @@ def backend_meta(
 
 
 def caller_of(ctx: ServerRequestContext[Any]) -> dict[str, Any]:
-    """Who is calling, as templates see it (`caller`): a non-secret summary. Until vmcp
-    authenticates callers, the subject is `anonymous` and `client` is the name the MCP client
-    gives itself (its `clientInfo`, from the handshake or, at 2026-07-28, the request envelope)."""
+    """Who is calling, as templates see it (`caller`): a non-secret summary. With `auth.mode:
+    oauth`, the token's subject, client, issuer, scopes and groups; anonymous, the subject is
+    `anonymous` and `client` the name the MCP client gives itself (its `clientInfo`, from the
+    handshake or, at 2026-07-28, the request envelope)."""
+    request = ctx.request
+    authenticated = caller_from_user(request.scope.get("user")) if request is not None else None
+    if authenticated is not None:
+        return authenticated
     name: str | None = None
     params = ctx.session.client_params
     if params is not None:

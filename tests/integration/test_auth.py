@@ -1,0 +1,190 @@
+"""Incoming OAuth through a real façade (`vmcp serve`): a local issuer serves its JWKS on 127.0.0.1,
+the test mints tokens, and the MCP SDK client (or plain HTTP, for the refusals) presents them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import httpx2
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.conftest import VMCP, free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+AUDIENCE = "https://vmcp.test/mcp"
+SCOPE = "mcp:tools"
+METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
+
+
+class Issuer:
+    """An OAuth issuer as far as a resource server sees one: signing keys, and a JWKS on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, Any] = {"k1": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+        self.fetches = 0
+        issuer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                issuer.fetches += 1
+                keys = []
+                for kid, key in list(issuer.keys.items()):
+                    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+                    keys.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
+                body = json.dumps({"keys": keys}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def token(self, *, kid: str = "k1", key: Any = None, **claims: Any) -> str:
+        now = int(time.time())
+        body = {"iss": self.url, "aud": AUDIENCE, "sub": "alice", "exp": now + 300, "iat": now, "scope": SCOPE}
+        body.update(claims)
+        body = {k: v for k, v in body.items() if v is not None}
+        return jwt.encode(body, key or self.keys[kid], algorithm="RS256", headers={"kid": kid})
+
+
+@pytest.fixture(scope="module")
+def issuer() -> Iterator[Issuer]:
+    served = Issuer()
+    yield served
+    served.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def served(module_procs: Any, issuer: Issuer) -> Any:
+    fault = module_procs.fault_http("fault")
+    config = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "auth": {
+            "mode": "oauth",
+            "issuer": issuer.url,
+            "audience": AUDIENCE,
+            "jwks_url": issuer.url + "jwks.json",
+            "required_scopes": [SCOPE],
+            "jwks_cooldown": "500ms",  # the default 30 s between forced refetches would slow the test
+        },
+        "backends": [{"name": "fault", "transport": "streamable-http", "url": fault.url}],
+        "aggregation": {
+            "backends": {"fault": {"overrides": {"fetch": {"parameters": {"user": {"fixed": "{{ caller.subject }}"}}}}}}
+        },
+    }
+    return module_procs.vmcp(config, filename="auth.yaml")
+
+
+def _post(served: Any, token: str | None) -> httpx.Response:
+    headers = {
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28",  # a stateless request: no session to set up first
+        "Mcp-Method": "server/discover",
+    }
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    envelope = {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    }
+    body = {"jsonrpc": "2.0", "id": 1, "method": "server/discover", "params": {"_meta": envelope}}
+    return httpx.post(served.url, json=body, headers=headers, timeout=10)
+
+
+def test_no_token_is_401_pointing_at_the_resource_metadata(served: Any, issuer: Issuer) -> None:
+    response = _post(served, None)
+    assert response.status_code == 401
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ") and f'resource_metadata="https://vmcp.test{METADATA_PATH}"' in challenge
+    metadata = httpx.get(served.base + METADATA_PATH, timeout=10).json()
+    assert metadata["resource"] == AUDIENCE
+    assert metadata["authorization_servers"] == [issuer.url]
+    assert metadata["scopes_supported"] == [SCOPE]
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["expired", "not_yet_valid", "wrong_audience", "wrong_issuer", "bad_signature", "no_subject", "garbage"],
+)
+def test_a_bad_token_is_401(served: Any, issuer: Issuer, case: str) -> None:
+    now = int(time.time())
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token = {
+        "expired": lambda: issuer.token(exp=now - 120),
+        "not_yet_valid": lambda: issuer.token(nbf=now + 600),
+        "wrong_audience": lambda: issuer.token(aud="https://other.test/mcp"),
+        "wrong_issuer": lambda: issuer.token(iss="http://127.0.0.1:1/"),
+        "bad_signature": lambda: issuer.token(key=stranger),  # signed by another key under the same kid
+        "no_subject": lambda: issuer.token(sub=None),
+        "garbage": lambda: "not-a-jwt",
+    }[case]()
+    response = _post(served, token)
+    assert response.status_code == 401, (case, response.status_code, response.text)
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+def test_a_token_without_the_required_scope_is_403(served: Any, issuer: Issuer) -> None:
+    response = _post(served, issuer.token(scope="something:else"))
+    assert response.status_code == 403
+    assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_valid_token_lists_and_calls_and_the_caller_reaches_templates(
+    served: Any, issuer: Issuer, module_procs: Any, mode: str
+) -> None:
+    subject = f"user-{uuid.uuid4().hex[:6]}"
+    headers = {"Authorization": f"Bearer {issuer.token(sub=subject)}"}
+    async with (
+        httpx2.AsyncClient(headers=headers) as http,
+        Client(streamable_http_client(served.url, http_client=http), mode=mode) as client,  # type: ignore[arg-type]
+    ):
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        result = await client.call_tool("fault_fetch", {"url": "https://a.example.test/"})
+    assert "fault_echo" in names
+    assert not result.is_error, result
+    assert result.structured_content is not None and result.structured_content["user"] == subject
+
+
+def test_keys_rotate_without_a_restart(served: Any, issuer: Issuer) -> None:
+    issuer.keys["k2"] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    time.sleep(0.6)  # past the refetch cooldown
+    before = issuer.fetches
+    response = _post(served, issuer.token(kid="k2"))
+    assert response.status_code == 200, response.text
+    assert issuer.fetches > before  # an unknown kid made vmcp fetch the set again
+
+
+def test_anonymous_mode_refuses_a_non_loopback_address(module_procs: Any) -> None:
+    config_file = module_procs.workdir / "open.yaml"
+    config_file.write_text("server: {host: 0.0.0.0, port: 0}\nbackends: []\n")
+    refused = subprocess.run(
+        [VMCP, "serve", "--config", str(config_file), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "auth.mode is anonymous" in refused.stderr and "force_anonymous" in refused.stderr
+    assert "Traceback" not in refused.stderr

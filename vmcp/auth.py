@@ -1,0 +1,146 @@
+"""Incoming authentication: vmcp as an OAuth 2.1 resource server, and who the caller is.
+
+Tokens are JWTs verified against the issuer's JWKS (PyJWT's JWK client: the key set is cached for
+`auth.jwks_cache`, and a token signed with a key id not in it refetches the set, at most once per
+`auth.jwks_cooldown`, so the issuer rotates keys without a vmcp restart). The MCP SDK's bearer
+middleware does the HTTP side: `401` with `WWW-Authenticate` naming the RFC 9728 metadata (served
+beside `/mcp`) when the token is missing or invalid, `403 insufficient_scope` when a required scope
+is missing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Any
+
+import anyio
+import jwt
+from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend, RequireAuthMiddleware
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.routes import build_resource_metadata_url, create_protected_resource_routes
+from pydantic import AnyHttpUrl
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from vmcp.auth_config import AuthConfig
+
+logger = logging.getLogger(__name__)
+
+ANONYMOUS = "anonymous"
+
+
+class JwtVerifier:
+    """The SDK's `TokenVerifier` for JWT access tokens signed by keys in a JWKS."""
+
+    def __init__(self, settings: AuthConfig) -> None:
+        assert settings.jwks_url and settings.issuer and settings.audience
+        self.settings = settings
+        self._keys = jwt.PyJWKClient(
+            settings.jwks_url,
+            cache_keys=False,
+            lifespan=settings.jwks_cache,
+            cooldown_duration=settings.jwks_cooldown,
+            timeout=10,
+        )
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        try:
+            claims = await anyio.to_thread.run_sync(self._decode, token)
+        except (jwt.PyJWTError, jwt.PyJWKClientError) as exc:
+            logger.info("bearer token refused: %s", exc)
+            return None
+        return AccessToken(
+            token=token,
+            client_id=str(claims.get("client_id") or claims.get("azp") or claims.get("sub") or ""),
+            scopes=token_scopes(claims),
+            expires_at=int(claims["exp"]),
+            resource=self.settings.audience,
+            subject=str(claims["sub"]) if "sub" in claims else None,
+            claims=claims,
+        )
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        key = self._keys.get_signing_key_from_jwt(token)
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            key.key,
+            algorithms=self.settings.algorithms,
+            audience=self.settings.audience,
+            issuer=self.settings.issuer,
+            leeway=self.settings.leeway,
+            options={"require": ["exp", "iss", "aud", "sub"]},
+        )
+        return claims
+
+
+def token_scopes(claims: dict[str, Any]) -> list[str]:
+    """`scope` (RFC 8693/9068: space-separated) or `scp` (a list, as some issuers send it)."""
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        return scope.split()
+    scp = claims.get("scp")
+    if isinstance(scp, list):
+        return [str(item) for item in scp]
+    return []
+
+
+def protect(endpoint: ASGIApp, settings: AuthConfig) -> ASGIApp:
+    """`endpoint` behind bearer authentication (a no-op in anonymous mode)."""
+    if settings.anonymous:
+        return endpoint
+    assert settings.audience is not None
+    metadata = build_resource_metadata_url(AnyHttpUrl(settings.audience))
+    required = RequireAuthMiddleware(AuthContextMiddleware(endpoint), settings.required_scopes, metadata)
+    return AuthenticationMiddleware(required, backend=BearerAuthBackend(JwtVerifier(settings)))
+
+
+def metadata_routes(settings: AuthConfig) -> list[Route]:
+    """RFC 9728 protected-resource metadata: where clients learn which issuer to ask."""
+    if settings.anonymous:
+        return []
+    assert settings.audience is not None and settings.issuer is not None
+    return create_protected_resource_routes(
+        AnyHttpUrl(settings.audience),
+        [AnyHttpUrl(settings.issuer)],
+        scopes_supported=settings.required_scopes or None,
+        resource_name="vmcp",
+    )
+
+
+def caller_from_user(user: Any) -> dict[str, Any] | None:
+    """The non-secret summary of an authenticated caller (templates' and policies' `caller`):
+    subject, client, issuer, scopes and groups — never the token."""
+    if not isinstance(user, AuthenticatedUser):
+        return None
+    token = user.access_token
+    claims = token.claims or {}
+    groups = claims.get("groups")
+    return {
+        "subject": token.subject,
+        "client": token.client_id,
+        "issuer": claims.get("iss"),
+        "scopes": list(token.scopes),
+        "groups": [str(group) for group in groups] if isinstance(groups, list) else [],
+    }
+
+
+def refuses_anonymous(settings: AuthConfig, host: str) -> str | None:
+    """Why vmcp must not serve `host` without authentication (None: it may)."""
+    if not settings.anonymous or settings.force_anonymous or _is_loopback(host):
+        return None
+    return (
+        f"auth.mode is anonymous, and {host} is not a loopback address: anyone who reaches it could call "
+        "every tool. Set auth.mode: oauth, or auth.force_anonymous: true if that is really meant."
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,51 @@
+"""How callers authenticate to vmcp (`auth:`), as configuration.
+
+Pure models. `anonymous` is for development: every caller is `anonymous`, and vmcp refuses to serve
+that way on an address other than loopback unless `force_anonymous` says the operator means it.
+`oauth` makes vmcp an OAuth 2.1 resource server (the MCP authorization spec): bearer JWTs checked
+against the issuer's JWKS, its `iss`, the `aud` naming this vmcp (`audience`, its resource
+identifier), `exp`/`nbf`, and the scopes every call needs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from vmcp.config_types import Seconds
+
+_URL = r"^https?://"
+
+
+class AuthConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mode: Literal["anonymous", "oauth"] = "anonymous"
+    force_anonymous: bool = False  # serve anonymous callers on a non-loopback address anyway
+    issuer: str | None = Field(default=None, pattern=_URL)
+    # This vmcp's resource identifier: the `aud` tokens must carry, and the `resource` of its
+    # RFC 9728 metadata (served at /.well-known/oauth-protected-resource<path of this URL>).
+    audience: str | None = Field(default=None, pattern=_URL)
+    jwks_url: str | None = Field(default=None, pattern=_URL)
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256", "EdDSA"], min_length=1)
+    required_scopes: list[str] = Field(default_factory=list)
+    leeway: Seconds = 30.0  # clock skew tolerated on exp / nbf / iat
+    jwks_cache: Seconds = 300.0  # how long a fetched key set is used before it is fetched again
+    # A token naming a key id not in the set refetches it, at most once per this many seconds (a
+    # flood of made-up key ids must not become a flood of requests to the issuer).
+    jwks_cooldown: Seconds = 30.0
+
+    @model_validator(mode="after")
+    def _complete(self) -> AuthConfig:
+        if self.mode == "oauth":
+            missing = [key for key in ("issuer", "audience", "jwks_url") if getattr(self, key) is None]
+            if missing:
+                raise ValueError(f"mode oauth needs {', '.join(missing)}")
+            if any(alg.upper().startswith("HS") or alg == "none" for alg in self.algorithms):
+                raise ValueError("algorithms: only asymmetric algorithms are accepted (a JWKS holds public keys)")
+        return self
+
+    @property
+    def anonymous(self) -> bool:
+        return self.mode == "anonymous"
