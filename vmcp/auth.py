@@ -30,6 +30,8 @@ from vmcp.auth_config import AuthConfig
 logger = logging.getLogger(__name__)
 
 ANONYMOUS = "anonymous"
+# registered JWT claims: about the token, not the caller (rules match on the others)
+_PROTOCOL_CLAIMS = frozenset({"iss", "aud", "exp", "nbf", "iat", "jti", "scope", "scp"})
 
 
 class JwtVerifier:
@@ -111,8 +113,8 @@ def metadata_routes(settings: AuthConfig) -> list[Route]:
 
 
 def caller_from_user(user: Any) -> dict[str, Any] | None:
-    """The non-secret summary of an authenticated caller (templates' and policies' `caller`):
-    subject, client, issuer, scopes and groups — never the token."""
+    """An authenticated caller as templates and authorization rules see it: subject, client,
+    issuer, scopes, groups and the token's other claims — never the token itself."""
     if not isinstance(user, AuthenticatedUser):
         return None
     token = user.access_token
@@ -124,7 +126,14 @@ def caller_from_user(user: Any) -> dict[str, Any] | None:
         "issuer": claims.get("iss"),
         "scopes": list(token.scopes),
         "groups": [str(group) for group in groups] if isinstance(groups, list) else [],
+        "claims": {k: v for k, v in claims.items() if k not in _PROTOCOL_CLAIMS},
     }
+
+
+def run_caller(caller: dict[str, Any]) -> dict[str, Any]:
+    """What of the caller a composite run carries in its input (and so in Temporal history): the
+    summary without the token's other claims."""
+    return {key: value for key, value in caller.items() if key != "claims"}
 
 
 def refuses_anonymous(settings: AuthConfig, host: str) -> str | None:

@@ -49,3 +49,34 @@ class AuthConfig(BaseModel):
     @property
     def anonymous(self) -> bool:
         return self.mode == "anonymous"
+
+
+class CallerCondition(BaseModel):
+    """Who a rule is about; every condition given must hold (an empty one matches everybody)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    subjects: list[str] = Field(default_factory=list)  # any of (`anonymous` without auth)
+    clients: list[str] = Field(default_factory=list)  # any of
+    groups: list[str] = Field(default_factory=list)  # any of the caller's `groups` claim
+    scopes: list[str] = Field(default_factory=list)  # all of
+    claims: dict[str, str | list[str]] = Field(default_factory=dict)  # each claim equal to (one of) the value(s)
+
+
+class AuthorizationRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # globs over advertised names (composite tools included) and `backend.original_tool`
+    tools: list[str] = Field(min_length=1)
+    effect: Literal["allow", "deny"] = "allow"
+    when: CallerCondition = Field(default_factory=CallerCondition)
+
+
+class AuthorizationConfig(BaseModel):
+    """Which caller may call which tool: the first rule whose tools and `when` match decides;
+    none matching, `default` does. A composite call also needs every tool its steps call."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: Literal["allow", "deny"] = "deny"
+    rules: list[AuthorizationRule] = Field(default_factory=list)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vmcp.auth_config import AuthConfig
+from vmcp.auth_config import AuthConfig, AuthorizationConfig
 from vmcp.composite import CompositeTool, check_composites
 from vmcp.config_types import ConfigIssue, Seconds
 from vmcp.tool_overrides import ToolOverride
@@ -135,6 +135,7 @@ class AggregationConfig(_Strict):
 class VmcpConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    authorization: AuthorizationConfig | None = None  # absent: every caller may call every tool
     temporal: TemporalConfig = Field(default_factory=TemporalConfig)
     backends: list[BackendConfig] = Field(default_factory=list)
     aggregation: AggregationConfig = Field(default_factory=AggregationConfig)

@@ -41,6 +41,7 @@ from vmcp.forwarding import (
     without_backend_identity,
 )
 from vmcp.passthrough import PassThrough
+from vmcp.policy import Authorizer
 from vmcp.relay import Relay, calling, is_modern, resolve_input_required
 from vmcp.runs import CompositeRuns
 from vmcp.shaping import ShapeRefusal
@@ -64,6 +65,7 @@ class Facade:
         pool.relay_to(self.relay)
         self.runs = CompositeRuns(config)
         self.policy_denials: Counter[str] = Counter()  # "<tool>: <rule>" -> calls refused (in /status)
+        self.authorizer = Authorizer(config.authorization)
         self.passthrough = PassThrough(pool, self.relay, lambda: self.catalog)
         self.server: Server[Any] = _AnnouncingServer(
             "vmcp",
@@ -151,11 +153,27 @@ class Facade:
     async def _list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
-        return self._tools_result
+        if not self.authorizer.active:
+            return self._tools_result
+        caller = caller_of(ctx)
+        visible = [tool for tool in self._tools_result.tools if self.may_call(caller, tool.name)]
+        return types.ListToolsResult(tools=visible)
+
+    def may_call(self, caller: Mapping[str, Any], name: str) -> bool:
+        """Whether `caller` may call the advertised tool `name` (for a composite: it and every
+        tool its steps call, so a composite is no way around a backend's denial)."""
+        route = self.catalog.tool_routes.get(name)
+        if route is not None:
+            return self.authorizer.allows(caller, name, f"{route.backend}.{route.original}")
+        if name in self.runs.tools:
+            return all(self.authorizer.allows(caller, *names) for names in self.runs.needs(name, self.catalog))
+        return self.authorizer.allows(caller, name)  # the built-in run tools
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> Any:  # CallToolResult | InputRequiredResult, or the backend's raw result dict
+        if self.authorizer.active and not self.may_call(caller_of(ctx), params.name):
+            return error_result(f"Tool {params.name!r} is not available to you (authorization).")
         route = self.catalog.tool_routes.get(params.name)
         if route is None:
             if params.name in self.runs.names:

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vmcp.backends import BackendUnavailable
 from vmcp.facade import Facade
+from vmcp.forwarding import caller_in
 from vmcp.wire import WireError
 
 logger = logging.getLogger(__name__)
@@ -101,6 +102,8 @@ class LeanToolCalls:
         route = self._facade.catalog.tool_routes.get(name)
         if route is None or route.shape is not None:  # a customized tool is shaped and checked by the façade
             return False
+        if self._facade.authorizer.active and not self._facade.may_call(caller_in(scope, meta), name):
+            return False  # the façade refuses it, saying why
         connection = self._facade.pool.connections.get(route.backend)
         if connection is None or not connection.takes_lean_path(route.original):
             return False

@@ -4,6 +4,7 @@ travels on, how progress comes back, and whose identity the answer carries."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import mcp_types as types
@@ -16,7 +17,7 @@ from mcp_types import (
     PROTOCOL_VERSION_META_KEY,
 )
 
-from vmcp.auth import caller_from_user
+from vmcp.auth import ANONYMOUS, caller_from_user
 from vmcp.backends import BackendConnection
 from vmcp.relay import Relay, is_modern
 
@@ -84,18 +85,25 @@ def backend_meta(
 
 
 def caller_of(ctx: ServerRequestContext[Any]) -> dict[str, Any]:
-    """Who is calling, as templates see it (`caller`): a non-secret summary. With `auth.mode:
-    oauth`, the token's subject, client, issuer, scopes and groups; anonymous, the subject is
-    `anonymous` and `client` the name the MCP client gives itself (its `clientInfo`, from the
+    """Who is calling, as templates and authorization rules see it (`caller`). With `auth.mode:
+    oauth`, the token's subject, client, issuer, scopes, groups and claims; anonymous, the subject
+    is `anonymous` and `client` the name the MCP client gives itself (its `clientInfo`, from the
     handshake or, at 2026-07-28, the request envelope)."""
+    params = ctx.session.client_params
+    named = params.client_info.name if params is not None else None
     request = ctx.request
-    authenticated = caller_from_user(request.scope.get("user")) if request is not None else None
+    return caller_in(request.scope if request is not None else {}, ctx.meta, named)
+
+
+def caller_in(scope: Mapping[str, Any], meta: Any, client_name: str | None = None) -> dict[str, Any]:
+    """`caller_of` from an ASGI scope (the bearer middleware's user) and a request's `_meta`."""
+    authenticated = caller_from_user(scope.get("user"))
     if authenticated is not None:
         return authenticated
-    name: str | None = None
-    params = ctx.session.client_params
-    if params is not None:
-        name = params.client_info.name
-    elif isinstance(ctx.meta, dict) and isinstance(info := ctx.meta.get(CLIENT_INFO_META_KEY), dict):
-        name = str(info.get("name")) if info.get("name") else None
-    return {"subject": "anonymous", "client": name}
+    if (
+        client_name is None
+        and isinstance(meta, Mapping)
+        and isinstance(info := meta.get(CLIENT_INFO_META_KEY), Mapping)
+    ):
+        client_name = str(info["name"]) if info.get("name") else None
+    return {"subject": ANONYMOUS, "client": client_name}

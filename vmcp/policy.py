@@ -1,4 +1,4 @@
-"""Argument policies: rules an argument must meet before a call may reach its backend.
+"""Argument policies and authorization: what may reach a backend, and who may ask.
 
 Pure. The façade checks a plain call after shaping it (so defaults and fixed values are checked
 too); the worker checks a composite step's call before the activity sends it. Either way the rules
@@ -8,11 +8,13 @@ names the parameter (as the caller knows it) and the rule it broke.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from vmcp.auth_config import AuthorizationConfig, CallerCondition
 from vmcp.tool_overrides import ParameterPolicy, UrlPolicy
 from vmcp.url_policy import UrlRule, check_url
 
@@ -85,3 +87,47 @@ def _clip(value: Any) -> str:
 def describe(policies: Mapping[str, ParameterPolicy]) -> dict[str, dict[str, Any]]:
     """The policies as plain data (`vmcp tools --json`), without unset rules."""
     return {name: policy.model_dump(mode="json", exclude_none=True) for name, policy in policies.items()}
+
+
+# --------------------------------------------------------------------------- authorization
+
+
+class Authorizer:
+    """Which caller may call which tool (`authorization:`). Without a configuration, everybody may
+    call everything. A tool is known by its advertised name and by `backend.original_tool`, so a
+    rule can name a backend's tools however they are advertised, and composite steps (which call
+    backend tools, advertised or not) are judged by the same rules as plain calls."""
+
+    def __init__(self, config: AuthorizationConfig | None) -> None:
+        self.config = config
+
+    @property
+    def active(self) -> bool:
+        return self.config is not None
+
+    def allows(self, caller: Mapping[str, Any], *names: str) -> bool:
+        if self.config is None:
+            return True
+        for rule in self.config.rules:
+            if any(fnmatch.fnmatchcase(name, glob) for name in names for glob in rule.tools) and _matches(
+                rule.when, caller
+            ):
+                return rule.effect == "allow"
+        return self.config.default == "allow"
+
+
+def _matches(when: CallerCondition, caller: Mapping[str, Any]) -> bool:
+    if when.subjects and caller.get("subject") not in when.subjects:
+        return False
+    if when.clients and caller.get("client") not in when.clients:
+        return False
+    if when.groups and not set(when.groups) & set(caller.get("groups") or ()):
+        return False
+    if when.scopes and not set(when.scopes) <= set(caller.get("scopes") or ()):
+        return False
+    claims = caller.get("claims") or {}
+    for name, wanted in when.claims.items():
+        allowed = wanted if isinstance(wanted, list) else [wanted]
+        if str(claims.get(name)) not in allowed:
+            return False
+    return True

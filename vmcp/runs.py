@@ -22,10 +22,12 @@ from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
 from mcp.server.context import ServerRequestContext
 
+from vmcp.auth import run_caller
 from vmcp.catalog import Catalog
-from vmcp.composite import CompositeTool, resolve
+from vmcp.composite import CompositeTool, ForEachStep, ToolStep, resolve, resolve_tool
 from vmcp.config import VmcpConfig
 from vmcp.contracts import CompositeRunInput, CompositeRunOutput
+from vmcp.forwarding import caller_of
 from vmcp.orchestrator import Orchestrator, RunNotFound, TemporalUnreachable
 from vmcp.questions import Questions, can_elicit, open_questions
 from vmcp.relay import is_modern
@@ -106,6 +108,27 @@ class CompositeRuns:
         ]
         return [*entries, *BUILTIN_TOOLS] if self.tools else entries
 
+    def needs(self, name: str, catalog: Catalog) -> list[tuple[str, ...]]:
+        """Every tool a call of composite `name` needs permission for, each with the names it is
+        known by: the composite itself, then each step's backend tool (`backend.original`, and its
+        advertised name when it has one). A step the catalogue cannot place is named as written."""
+        tool = self.tools[name]
+        backends = {backend.name for backend in self.config.backends}
+        advertised = {(route.backend, route.original): alias for alias, route in catalog.tool_routes.items()}
+        needed: list[tuple[str, ...]] = [(name,)]
+        for step in tool.steps:
+            call = step if isinstance(step, ToolStep) else step.step if isinstance(step, ForEachStep) else None
+            if call is None:
+                continue
+            target = resolve_tool(call.tool, catalog, backends)
+            if target is None:
+                needed.append((call.tool,))
+                continue
+            qualified = f"{target[0]}.{target[1]}"
+            alias = advertised.get(target)
+            needed.append((qualified, alias) if alias else (qualified,))
+        return needed
+
     def input_schema(self, name: str) -> Mapping[str, Any] | None:
         tool = self.tools.get(name)
         return tool.parameters if tool is not None else None
@@ -141,7 +164,8 @@ class CompositeRuns:
         if issues:
             return _error(f"{tool.name} cannot run: " + "; ".join(issue.message for issue in issues))
         run_id = f"vmcp-{tool.name}-{uuid.uuid4()}"
-        run = CompositeRunInput(tool=tool.name, definition=resolved.model_dump(mode="json"), params=params, caller={})
+        definition = resolved.model_dump(mode="json")
+        run = CompositeRunInput(tool=tool.name, definition=definition, params=params, caller=run_caller(caller_of(ctx)))
         await self.orchestrator.start(run_id, run, tool.run_timeout)
         return await self._follow(ctx, run_id, tool)
 

@@ -90,6 +90,18 @@ def served(module_procs: Any, issuer: Issuer) -> Any:
         "aggregation": {
             "backends": {"fault": {"overrides": {"fetch": {"parameters": {"user": {"fixed": "{{ caller.subject }}"}}}}}}
         },
+        "authorization": {
+            "default": "deny",
+            "rules": [
+                {"tools": ["fault.fail"], "effect": "deny"},  # by its backend name: however it is advertised
+                {"tools": ["fault.*"], "when": {"scopes": [SCOPE]}},
+                {"tools": ["ops_*", "sneaky"], "when": {"groups": ["ops"]}},
+            ],
+        },
+        "composite_tools": [
+            {"name": "ops_echo", "steps": [{"id": "say", "tool": "fault.echo", "arguments": {"text": "hi"}}]},
+            {"name": "sneaky", "steps": [{"id": "boom", "tool": "fault_fail", "arguments": {"message": "x"}}]},
+        ],
     }
     return module_procs.vmcp(config, filename="auth.yaml")
 
@@ -188,3 +200,40 @@ def test_anonymous_mode_refuses_a_non_loopback_address(module_procs: Any) -> Non
     assert refused.returncode != 0
     assert "auth.mode is anonymous" in refused.stderr and "force_anonymous" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+async def _as(served: Any, token: str, mode: str = "2026-07-28") -> tuple[set[str], Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers) as http,
+        Client(streamable_http_client(served.url, http_client=http), mode=mode) as client,  # type: ignore[arg-type]
+    ):
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        refused = {
+            name: (await client.call_tool(name, {"message": "x"} if name == "fault_fail" else {})).is_error
+            for name in ("fault_fail", "ops_echo", "sneaky")
+        }
+    return names, refused
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_callers_see_only_what_they_may_call_and_are_refused_the_rest(
+    served: Any, issuer: Issuer, mode: str
+) -> None:
+    names, refused = await _as(served, issuer.token(sub="alice"), mode)
+    assert "fault_echo" in names and "fault_fail" not in names  # denied by its backend name
+    assert "ops_echo" not in names and "sneaky" not in names  # alice is not in ops
+    assert refused == {"fault_fail": True, "ops_echo": True, "sneaky": True}
+
+
+async def test_a_composite_is_no_way_around_a_backend_denial(served: Any, issuer: Issuer) -> None:
+    names, _ = await _as(served, issuer.token(sub="bob", groups=["ops"]))
+    assert "ops_echo" in names  # bob may call it and everything its steps call
+    assert "sneaky" not in names  # bob may call `sneaky`, but not the fault.fail its step calls
+    headers = {"Authorization": f"Bearer {issuer.token(sub='bob', groups=['ops'])}"}
+    async with (
+        httpx2.AsyncClient(headers=headers) as http,
+        Client(streamable_http_client(served.url, http_client=http)) as client,  # type: ignore[arg-type]
+    ):
+        result = await client.call_tool("sneaky", {})
+    assert result.is_error and "not available to you" in result.content[0].text  # type: ignore[union-attr]

@@ -20,6 +20,7 @@ PURE_MODULES = {
     "vmcp.templating",
     "vmcp.url_policy",
     "vmcp.tool_overrides",
+    "vmcp.auth_config",
     "vmcp.policy",
     "vmcp.shaping",
 }

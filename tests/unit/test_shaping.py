@@ -1,4 +1,5 @@
-"""Tool customization (`vmcp.shaping`), argument policies (`vmcp.policy`) and their config checks."""
+"""Tool customization (`vmcp.shaping`), argument policies and authorization (`vmcp.policy`), and their
+config checks."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any
 import mcp_types as types
 import pytest
 
+from vmcp.auth_config import AuthorizationConfig
 from vmcp.config import ConfigError, parse_config
-from vmcp.policy import violation
+from vmcp.policy import Authorizer, violation
 from vmcp.shaping import ShapeRefusal, shape_tool
 from vmcp.tool_overrides import ParameterPolicy, ToolOverride
 
@@ -144,3 +146,44 @@ def test_bad_overrides_are_config_errors_naming_the_key(override: dict[str, Any]
     found = [issue for issue in error.value.issues if issue.path.startswith(WHERE + path)]
     assert found, error.value.issues
     assert message in str(error.value), str(error.value)
+
+
+# --------------------------------------------------------------------------- authorization
+
+
+def authorizer(**config: Any) -> Authorizer:
+    return Authorizer(AuthorizationConfig.model_validate(config))
+
+
+def test_without_authorization_everybody_may_call_everything() -> None:
+    assert Authorizer(None).allows({"subject": "anonymous"}, "anything") and not Authorizer(None).active
+
+
+@pytest.mark.parametrize(
+    ("when", "caller", "allowed"),
+    [
+        ({"subjects": ["alice"]}, {"subject": "alice"}, True),
+        ({"subjects": ["alice"]}, {"subject": "bob"}, False),
+        ({"clients": ["ci-bot"]}, {"client": "ci-bot"}, True),
+        ({"groups": ["ops", "sre"]}, {"groups": ["sre"]}, True),
+        ({"groups": ["ops"]}, {"groups": []}, False),
+        ({"scopes": ["a", "b"]}, {"scopes": ["a"]}, False),  # all of them
+        ({"scopes": ["a", "b"]}, {"scopes": ["b", "a", "c"]}, True),
+        ({"claims": {"dept": "eng"}}, {"claims": {"dept": "eng"}}, True),
+        ({"claims": {"dept": ["eng", "ops"]}}, {"claims": {"dept": "sales"}}, False),
+        ({"subjects": ["alice"], "groups": ["ops"]}, {"subject": "alice", "groups": []}, False),  # every condition
+    ],
+)
+def test_a_rule_applies_when_every_condition_holds(when: dict[str, Any], caller: dict[str, Any], allowed: bool) -> None:
+    rules = authorizer(default="deny", rules=[{"tools": ["t"], "when": when}])
+    assert rules.allows(caller, "t") is allowed
+
+
+def test_the_first_matching_rule_decides_and_tools_match_by_any_name() -> None:
+    rules = authorizer(
+        default="allow",
+        rules=[{"tools": ["gh.delete_*"], "effect": "deny"}, {"tools": ["gh_*"], "effect": "allow"}],
+    )
+    assert not rules.allows({}, "gh_delete_repo", "gh.delete_repo")  # denied by its backend name
+    assert rules.allows({}, "gh_list", "gh.list")
+    assert not authorizer(rules=[]).allows({}, "x")  # default: deny
