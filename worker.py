@@ -27,6 +27,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.backend_tools import BackendToolActivities, step_policies
 from activities.notify import ApproverNotifications
+from vmcp.audit import AuditLog
 from vmcp.backends import BackendPool
 from vmcp.config import ConfigError, VmcpConfig, load_config
 from vmcp.orchestrator import TemporalUnreachable, check_namespace, connect
@@ -75,7 +76,9 @@ def workflow_runner(*, strict: bool = False) -> WorkflowRunner:
 
 
 def build_worker(client: Client, config: VmcpConfig, pool: BackendPool) -> Worker:
-    activities = BackendToolActivities(pool, step_policies(config.aggregation))
+    activities = BackendToolActivities(
+        pool, step_policies(config.aggregation), AuditLog(config.audit.file, config.base_dir)
+    )
     return Worker(
         client,
         task_queue=config.temporal.task_queue,

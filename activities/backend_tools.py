@@ -23,6 +23,7 @@ from mcp.shared.exceptions import MCPError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from vmcp.audit import AuditLog
 from vmcp.backends import BackendConnection, BackendPool, BackendUnavailable
 from vmcp.config import AggregationConfig
 from vmcp.contracts import (
@@ -57,12 +58,48 @@ class BackendToolActivities:
     the argument policies of its configuration: a composite step meets the same rules as a plain
     call, checked here, before anything is sent."""
 
-    def __init__(self, pool: BackendPool, policies: Mapping[tuple[str, str], Mapping[str, ParameterPolicy]]) -> None:
+    def __init__(
+        self,
+        pool: BackendPool,
+        policies: Mapping[tuple[str, str], Mapping[str, ParameterPolicy]],
+        audit: AuditLog | None = None,
+    ) -> None:
         self.pool = pool
         self.policies = policies
+        self.audit = audit
 
     @activity.defn(name=CALL_BACKEND_TOOL)
     async def call_backend_tool(self, call: CallBackendToolInput) -> CallBackendToolOutput:
+        if self.audit is None or not self.audit.enabled:
+            return await self._call_backend_tool(call)
+        started = time.monotonic()
+        decision, outcome, detail = "allow", "failed", None
+        try:
+            output = await self._call_backend_tool(call)
+            outcome = "tool_error" if output.is_error else "ok"
+            return output
+        except ApplicationError as exc:
+            decision = "policy" if exc.type == ERROR_POLICY else "allow"
+            outcome, detail = ("refused" if decision == "policy" else "failed"), exc.message
+            raise
+        except BaseException as exc:
+            detail = type(exc).__name__
+            raise
+        finally:
+            info = activity.info()
+            self.audit.record(
+                caller=call.caller,
+                tool=f"{call.backend}.{call.tool}",
+                backend=call.backend,
+                decision=decision,
+                outcome=outcome,
+                started=started,
+                run_id=info.workflow_id,
+                step=call.step_id,
+                detail=f"attempt {info.attempt}" + (f": {detail}" if detail else ""),
+            )
+
+    async def _call_backend_tool(self, call: CallBackendToolInput) -> CallBackendToolOutput:
         if call.backend not in self.pool.connections:
             known = ", ".join(sorted(self.pool.connections)) or "none"
             raise ApplicationError(

@@ -132,10 +132,17 @@ class AggregationConfig(_Strict):
         return self.backends.get(name) or BackendAggregation()
 
 
+class AuditConfig(_Strict):
+    # JSON lines, one per tool call and per composite step (`-`: standard error; unset: none).
+    # Relative to the config file; façade and workers may share one file (appends are whole lines).
+    file: str | None = None
+
+
 class VmcpConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     authorization: AuthorizationConfig | None = None  # absent: every caller may call every tool
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     temporal: TemporalConfig = Field(default_factory=TemporalConfig)
     backends: list[BackendConfig] = Field(default_factory=list)
     aggregation: AggregationConfig = Field(default_factory=AggregationConfig)

@@ -58,6 +58,7 @@ class CallBackendToolInput:
     # Composite steps set this: an `isError` result then fails the attempt (ERROR_TOOL, retryable,
     # the result in the error's details), so the step's Temporal retry policy covers tool errors.
     fail_on_error: bool = False
+    caller: dict[str, Any] | None = None  # the run's caller summary (no secrets), for the audit trail
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ working while Temporal is down.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +26,7 @@ from mcp_types import (
     LOG_LEVEL_META_KEY,
 )
 
+from vmcp.audit import AuditLog, audit_outcome, run_id_in
 from vmcp.backend_common import package_version
 from vmcp.backends import BackendConnection, BackendPool, BackendUnavailable
 from vmcp.catalog import Catalog, CatalogError, build_catalog
@@ -66,6 +68,7 @@ class Facade:
         self.runs = CompositeRuns(config)
         self.policy_denials: Counter[str] = Counter()  # "<tool>: <rule>" -> calls refused (in /status)
         self.authorizer = Authorizer(config.authorization)
+        self.audit = AuditLog(config.audit.file, config.base_dir)
         self.passthrough = PassThrough(pool, self.relay, lambda: self.catalog)
         self.server: Server[Any] = _AnnouncingServer(
             "vmcp",
@@ -172,8 +175,30 @@ class Facade:
     async def _call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> Any:  # CallToolResult | InputRequiredResult, or the backend's raw result dict
-        if self.authorizer.active and not self.may_call(caller_of(ctx), params.name):
+        started = time.monotonic()
+        caller = caller_of(ctx) if self.authorizer.active or self.audit.enabled else {}
+        if self.authorizer.active and not self.may_call(caller, params.name):
+            self.audit.record(
+                caller=caller, tool=params.name, backend=None, decision="deny", outcome="refused", started=started
+            )
             return error_result(f"Tool {params.name!r} is not available to you (authorization).")
+        result = await self._allowed_call(ctx, params)
+        if self.audit.enabled:
+            route = self.catalog.tool_routes.get(params.name)
+            outcome, detail = audit_outcome(result)
+            self.audit.record(
+                caller=caller,
+                tool=params.name,
+                backend=route.backend if route is not None else None,
+                decision="policy" if isinstance(result, ArgumentsRefused) else "allow",
+                outcome=outcome,
+                started=started,
+                run_id=run_id_in(result),
+                detail=detail,
+            )
+        return result
+
+    async def _allowed_call(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> Any:
         route = self.catalog.tool_routes.get(params.name)
         if route is None:
             if params.name in self.runs.names:
@@ -191,7 +216,8 @@ class Facade:
                 if exc.rule is not None:
                     self.policy_denials[f"{params.name}: {exc.rule}"] += 1
                     logger.info("policy refused %s: %s", params.name, exc)
-                return error_result(f"Tool {params.name!r} was not called: {exc}")
+                message = f"Tool {params.name!r} was not called: {exc}"
+                return ArgumentsRefused(content=[types.TextContent(type="text", text=message)], is_error=True)
             params = params.model_copy(update={"arguments": arguments})
         progress = has_progress_token(params.meta)
         try:
@@ -275,6 +301,11 @@ class Facade:
             if rest:
                 result["_meta"] = rest
         return result
+
+
+class ArgumentsRefused(types.CallToolResult):
+    """The `isError` result of a call whose arguments the tool's shape or policy refused (the
+    audit trail records the decision as `policy`); on the wire, an ordinary tool result."""
 
 
 class _AnnouncingServer(Server[Any]):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
@@ -30,6 +31,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vmcp.audit import audit_outcome
 from vmcp.backends import BackendUnavailable
 from vmcp.facade import Facade
 from vmcp.forwarding import caller_in
@@ -108,6 +110,7 @@ class LeanToolCalls:
         if connection is None or not connection.takes_lean_path(route.original):
             return False
 
+        started = time.monotonic()
         forwarded: dict[str, Any] = {**params, "name": route.original}
         rest = {k: v for k, v in meta.items() if k not in _ENVELOPE_KEYS}
         forwarded["_meta"] = rest
@@ -135,6 +138,17 @@ class LeanToolCalls:
             }
         self.served += 1
         await _send_json(send, status, message)
+        if self._facade.audit.enabled:
+            outcome, detail = audit_outcome(message.get("result")) if "result" in message else ("error", None)
+            self._facade.audit.record(
+                caller=caller_in(scope, meta),
+                tool=name,
+                backend=route.backend,
+                decision="allow",
+                outcome=outcome,
+                started=started,
+                detail=detail,
+            )
         return True
 
     def _restamp(self, result: dict[str, Any]) -> dict[str, Any]:

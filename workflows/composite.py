@@ -368,6 +368,7 @@ class CompositeToolWorkflow:
             step_id=step_id,
             timeout_seconds=call.timeout,
             fail_on_error=True,
+            caller=self._context_base["caller"] or None,
         )
         for _ in range(_INFRA_RETRIES + 1):
             try:

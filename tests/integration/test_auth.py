@@ -98,6 +98,7 @@ def served(module_procs: Any, issuer: Issuer) -> Any:
                 {"tools": ["ops_*", "sneaky"], "when": {"groups": ["ops"]}},
             ],
         },
+        "audit": {"file": str(module_procs.workdir / "audit.jsonl")},
         "composite_tools": [
             {"name": "ops_echo", "steps": [{"id": "say", "tool": "fault.echo", "arguments": {"text": "hi"}}]},
             {"name": "sneaky", "steps": [{"id": "boom", "tool": "fault_fail", "arguments": {"message": "x"}}]},
@@ -237,3 +238,24 @@ async def test_a_composite_is_no_way_around_a_backend_denial(served: Any, issuer
     ):
         result = await client.call_tool("sneaky", {})
     assert result.is_error and "not available to you" in result.content[0].text  # type: ignore[union-attr]
+
+
+async def test_every_call_is_in_the_audit_trail_without_secrets(served: Any, issuer: Issuer) -> None:
+    token = issuer.token(sub="auditor")
+    await _as(served, token)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers) as http,
+        Client(streamable_http_client(served.url, http_client=http)) as client,  # type: ignore[arg-type]
+    ):
+        assert not (await client.call_tool("fault_echo", {"text": "audited"})).is_error
+    text = (served.config_file.parent / "audit.jsonl").read_text()
+    lines = [json.loads(line) for line in text.splitlines()]
+    mine = [line for line in lines if line.get("subject") == "auditor"]
+    by_tool = {line["tool"]: line for line in mine}
+    assert by_tool["fault_fail"]["decision"] == "deny" and by_tool["fault_fail"]["outcome"] == "refused"
+    assert by_tool["sneaky"]["decision"] == "deny"
+    echo = by_tool["fault_echo"]
+    assert echo["decision"] == "allow" and echo["outcome"] == "ok" and echo["backend"] == "fault"
+    assert echo["duration_ms"] >= 0 and echo["time"].endswith("+00:00")
+    assert token not in text and token.split(".")[2] not in text  # no token, not even its signature

@@ -363,6 +363,7 @@ def stack(
             },
         },
         "composite_tools": composites(),
+        "audit": {"file": "audit.jsonl"},  # beside the config: façade and worker both append to it
     }
     config_file = directory / "vmcp.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -589,6 +590,17 @@ async def test_a_step_meets_the_tools_argument_policy_before_any_call(stack: Sta
     assert served.is_error is not True, _text(served)
     fetched = (await fault_count(stack))["fetched"][before:]
     assert [item["url"] for item in fetched] == ["https://docs.example.test/ok"]
+
+    # the audit trail has the composite call (façade) and its step (worker), under the run id
+    lines = [json.loads(line) for line in (stack.config_file.parent / "audit.jsonl").read_text().splitlines()]
+    refused_run, served_run = run_id_of(refused), run_id_of(served)
+    step_lines = {(line["run_id"], line.get("step")): line for line in lines if line.get("backend") == "fault"}
+    assert step_lines[(refused_run, "get")]["decision"] == "policy"
+    assert step_lines[(refused_run, "get")]["outcome"] == "refused"
+    assert step_lines[(served_run, "get")]["outcome"] == "ok"
+    assert step_lines[(served_run, "get")]["tool"] == "fault.fetch"
+    calls = [line for line in lines if line["tool"] == "guarded_fetch" and line.get("run_id") == served_run]
+    assert calls and calls[0]["outcome"] == "ok" and calls[0]["subject"] == "anonymous"
 
 
 async def test_a_wrapper_resolves_a_name_then_makes_the_real_call_with_safe_values(stack: Stack) -> None:
