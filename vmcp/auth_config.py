@@ -80,3 +80,41 @@ class AuthorizationConfig(BaseModel):
 
     default: Literal["allow", "deny"] = "deny"
     rules: list[AuthorizationRule] = Field(default_factory=list)
+
+
+class BackendAuth(BaseModel):
+    """How vmcp authenticates to one HTTP backend (`backends[].auth`): its own credential, never
+    the caller's. Secret values come from `${ENV}` references or files, read when used, so they
+    stay out of the config file, workflow input, history and logs.
+
+    - `bearer`: `Authorization: Bearer <token>`; `header`: `<header>: <token>`.
+    - `client_credentials`: an OAuth 2.0 token for vmcp itself from `token_url`, cached and renewed
+      before it expires.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["bearer", "header", "client_credentials"]
+    token: str | None = None  # bearer / header: the value, usually "${ENV_NAME}"
+    token_file: str | None = None  # bearer / header: a file holding it (re-read when it changes)
+    header: str = "Authorization"  # header: the header's name
+    token_url: str | None = Field(default=None, pattern=_URL)
+    client_id: str | None = None
+    client_secret: str | None = None  # "${ENV_NAME}"
+    client_secret_file: str | None = None
+    scope: str | None = None
+    audience: str | None = None
+    resource: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> BackendAuth:
+        if self.type in ("bearer", "header"):
+            if (self.token is None) == (self.token_file is None):
+                raise ValueError(f"type {self.type} needs exactly one of token, token_file")
+        else:
+            missing = [key for key in ("token_url", "client_id") if getattr(self, key) is None]
+            if self.client_secret is None and self.client_secret_file is None:
+                missing.append("client_secret or client_secret_file")
+            if missing:
+                raise ValueError(f"type {self.type} needs {', '.join(missing)}")
+        return self

@@ -16,6 +16,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from vmcp.backend_common import CLIENT_INFO, expand_env, resolve_command
 from vmcp.config import BackendConfig
+from vmcp.credentials import Credentials, CredentialsAuth
 from vmcp.http1 import Http1Pool
 from vmcp.wire import ModernHttpWire
 
@@ -35,7 +36,7 @@ class ClientCallbacks(Protocol):
 
 
 async def open_client(
-    config: BackendConfig, base_dir: Path, stack: AsyncExitStack, callbacks: ClientCallbacks
+    config: BackendConfig, base_dir: Path, stack: AsyncExitStack, callbacks: ClientCallbacks, credentials: Credentials
 ) -> Client:
     """Connect to one backend (entered on `stack`), its traffic going to `callbacks`."""
     transport: Any
@@ -53,12 +54,18 @@ async def open_client(
         http = create_mcp_http_client(
             headers=expand_env(config.headers) or None,
             timeout=httpx2.Timeout(config.connect_timeout, read=max(config.timeout, 300.0)),
+            auth=CredentialsAuth(credentials) if config.auth is not None else None,
         )
         await stack.enter_async_context(http)
         transport = streamable_http_client(config.url, http_client=http)
     else:
         assert config.url is not None
-        transport = sse_client(config.url, headers=expand_env(config.headers) or None, timeout=config.connect_timeout)
+        transport = sse_client(
+            config.url,
+            headers=expand_env(config.headers) or None,
+            timeout=config.connect_timeout,
+            auth=CredentialsAuth(credentials) if config.auth is not None else None,
+        )
     client = Client(
         transport,
         mode=config.protocol,

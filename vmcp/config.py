@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from vmcp.auth_config import AuthConfig, AuthorizationConfig
+from vmcp.auth_config import AuthConfig, AuthorizationConfig, BackendAuth
 from vmcp.composite import CompositeTool, check_composites
 from vmcp.config_types import ConfigIssue, Seconds
 from vmcp.tool_overrides import ToolOverride
@@ -83,6 +83,10 @@ class BackendConfig(_Strict):
     # How to negotiate with the backend: `auto` asks for the 2026-07-28 revision and falls back
     # to the initialize handshake; `legacy` always uses the handshake; a version pins it.
     protocol: Literal["auto", "legacy", "2026-07-28"] = "auto"
+    auth: BackendAuth | None = None  # vmcp's own credential for this backend (HTTP transports)
+    # client request headers passed on to this backend as they came (plain calls over the lean
+    # path: a handshake session is shared by every caller), e.g. [X-Request-Id]
+    pass_headers: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _transport_fields(self) -> BackendConfig:
@@ -91,6 +95,10 @@ class BackendConfig(_Strict):
                 raise ValueError("a stdio backend needs `command`")
             if self.url is not None:
                 raise ValueError("`url` is for streamable-http and sse backends, not stdio")
+            if self.auth is not None or self.pass_headers:
+                raise ValueError(
+                    "`auth` and `pass_headers` are for HTTP backends (give a stdio server its secrets in `env`)"
+                )
         else:
             if not self.url:
                 raise ValueError(f"a {self.transport} backend needs `url`")

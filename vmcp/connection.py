@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -42,6 +42,7 @@ from vmcp.backend_common import (
 from vmcp.backend_transport import open_client, open_wire
 from vmcp.catalog import BackendListing
 from vmcp.config import BackendConfig
+from vmcp.credentials import Credentials, passed_headers
 from vmcp.http1 import Http1Error
 from vmcp.wire import ModernHttpWire, WireProtocolError
 
@@ -76,6 +77,7 @@ class BackendConnection(ChangeFollowing):
         self._tasks: TaskGroup | None = None
         self.name = config.name
         self._base_dir = base_dir
+        self.credentials = Credentials(config.name, config.auth, base_dir)
         self._on_listing = on_listing
         self._client: Client | None = None
         self.wire: ModernHttpWire | None = None  # the lean tools/call path, when the backend allows it
@@ -133,7 +135,7 @@ class BackendConnection(ChangeFollowing):
             # outlive a scope opened inside them); it is lifted once connected.
             with anyio.CancelScope(deadline=anyio.current_time() + self.config.connect_timeout) as deadline:
                 async with AsyncExitStack() as stack:
-                    client = await open_client(self.config, self._base_dir, stack, self)
+                    client = await open_client(self.config, self._base_dir, stack, self, self.credentials)
                     self.listing = await self._list(client)
                     self.wire = open_wire(self.config, client, stack)
                     deadline.deadline = math.inf
@@ -213,16 +215,28 @@ class BackendConnection(ChangeFollowing):
         return self.wire is not None and self.state == "ready" and tool not in self._header_bound_tools
 
     async def forward_tool_call(
-        self, params: dict[str, Any], *, caller_capabilities: dict[str, Any] | None, timeout: float | None = None
+        self,
+        params: dict[str, Any],
+        *,
+        caller_capabilities: dict[str, Any] | None,
+        timeout: float | None = None,
+        client_headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Relay a raw tools/call (params already carry the backend's tool name); the result
-        dict comes back untouched. WireError carries a JSON-RPC error from the backend."""
+        dict comes back untouched. WireError carries a JSON-RPC error from the backend.
+        `client_headers` (the caller's request headers) pass on as `pass_headers` allows."""
         wire = self.wire
         if wire is None:
             raise BackendUnavailable(f"backend {self.name!r} is unavailable ({self.state})")
+        headers = passed_headers(self.config.pass_headers, client_headers)
+        headers.update(await self.credentials.headers())
         try:
             return await wire.call_tool(
-                params["name"], params, caller_capabilities=caller_capabilities, timeout=timeout or self.config.timeout
+                params["name"],
+                params,
+                caller_capabilities=caller_capabilities,
+                timeout=timeout or self.config.timeout,
+                headers=headers,
             )
         except TimeoutError as exc:
             limit = timeout or self.config.timeout

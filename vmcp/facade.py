@@ -286,6 +286,7 @@ class Facade:
                 caller_capabilities=capabilities.model_dump(by_alias=True, mode="json", exclude_none=True)
                 if capabilities is not None
                 else None,
+                client_headers=ctx.request.headers if ctx.request is not None else None,
             )
         except WireError as exc:
             error = exc.error

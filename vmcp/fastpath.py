@@ -118,7 +118,11 @@ class LeanToolCalls:
         try:
             result = await _unless_disconnected(
                 receive,
-                connection.forward_tool_call(forwarded, caller_capabilities=meta.get(CLIENT_CAPABILITIES_META_KEY)),
+                connection.forward_tool_call(
+                    forwarded,
+                    caller_capabilities=meta.get(CLIENT_CAPABILITIES_META_KEY),
+                    client_headers=headers if connection.config.pass_headers else None,
+                ),
             )
             if result is None:
                 return True  # the client closed the request: at 2026-07-28 that is how it cancels

@@ -71,6 +71,7 @@ class ModernHttpWire:
         *,
         caller_capabilities: Mapping[str, Any] | None,
         timeout: float,
+        headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         """Forward a tools/call whose params are already the backend's (original name).
 
@@ -83,8 +84,8 @@ class ModernHttpWire:
         meta[CLIENT_CAPABILITIES_META_KEY] = dict(caller_capabilities or {})
         request_id = next(self._ids)
         body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {**params, "_meta": meta}}
-        headers = {**self._headers, "mcp-method": "tools/call", "mcp-name": encode_header_value(name)}
-        response = await self._http.post(json.dumps(body, separators=(",", ":")).encode(), headers, timeout)
+        sent = {**self._headers, **(headers or {}), "mcp-method": "tools/call", "mcp-name": encode_header_value(name)}
+        response = await self._http.post(json.dumps(body, separators=(",", ":")).encode(), sent, timeout)
         raw, status = response.body, response.status
         content_type = response.headers.get("content-type", "")
         if content_type.startswith(_JSON):

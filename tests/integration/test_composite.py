@@ -13,6 +13,7 @@ the step ended" with what the result says.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -52,6 +53,9 @@ SLOW = "fault.slow"
 LABEL_PARAM = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
 
 
+FAULT_TOKEN = f"fault-secret-{uuid.uuid4().hex}"
+
+
 def composites() -> list[dict[str, Any]]:
     """The composite tools this module's stack serves (one per behaviour under test)."""
     return [
@@ -75,6 +79,7 @@ def composites() -> list[dict[str, Any]]:
             ],
             "output": {"id": "{{ steps.find.output.id }}", "page": "{{ steps.page.output }}"},
         },
+        {"name": "credentials", "steps": [{"id": "who", "tool": "fault.whoami", "arguments": {}}]},
         {
             "name": "guarded_fetch",  # fault.fetch has a URL policy (see `stack`): steps meet it too
             "parameters": {"type": "object", "properties": {"url": {"type": "string"}}, "required": ["url"]},
@@ -353,7 +358,13 @@ def stack(
             "dev_server": {"db_file": ".vmcp/temporal.db", "ui_port": 0},
         },
         "backends": [
-            {"name": "fault", "transport": "streamable-http", "url": fault.url},
+            # its credential comes from the environment: workers resolve it, runs never carry it
+            {
+                "name": "fault",
+                "transport": "streamable-http",
+                "url": fault.url,
+                "auth": {"type": "bearer", "token": "${VMCP_TEST_FAULT_TOKEN}"},
+            },
             fault_stdio_backend("fe"),
         ],
         "aggregation": {
@@ -367,12 +378,14 @@ def stack(
     }
     config_file = directory / "vmcp.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    os.environ["VMCP_TEST_FAULT_TOKEN"] = FAULT_TOKEN
     dev = _DevProcess(config_file)
     try:
         url = dev.wait_ready(wait_until)
         yield Stack(url, temporal_address, fault.url, dev.lines, config_file)
     finally:
         dev.stop()
+        os.environ.pop("VMCP_TEST_FAULT_TOKEN", None)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -612,6 +625,20 @@ async def test_a_wrapper_resolves_a_name_then_makes_the_real_call_with_safe_valu
     }
     unknown = await call(stack, "profile_page", {"name": "Ada Lovelace"})
     assert unknown.is_error is True and "nobody is called 'Ada Lovelace'" in _text(unknown)
+
+
+async def test_steps_use_the_workers_backend_credential_and_no_history_holds_it(stack: Stack) -> None:
+    result = await call(stack, "credentials", {})
+    assert result.is_error is not True, _text(result)
+    seen = (result.structured_content or {})["who"]["output"]
+    assert seen["authorization"] == hashlib.sha256(f"Bearer {FAULT_TOKEN}".encode()).hexdigest()[:16]
+    client = await temporal(stack)
+    searched = 0
+    async for execution in client.list_workflows("WorkflowType = 'vmcp.CompositeTool'"):
+        history = (await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()).to_json()
+        assert FAULT_TOKEN not in history, execution.id
+        searched += 1
+    assert searched >= 2  # this run and the others of the module so far
 
 
 async def test_a_failing_step_cancels_the_steps_still_running(stack: Stack) -> None:

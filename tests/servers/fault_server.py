@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import time
@@ -60,6 +61,11 @@ def _text(text: str, structured: dict[str, Any] | None = None, *, is_error: bool
         structured_content=structured,
         is_error=is_error,
     )
+
+
+def _digest(value: str) -> str:
+    """What the tests compare credentials by: a call's result may land in workflow history."""
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
 def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServer:
@@ -139,6 +145,13 @@ def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServe
         arguments = {"url": url, "max_length": max_length, "raw": raw, "user": user}
         counters.fetched.append(arguments)
         return _text(f"fetched {url}", arguments)
+
+    @server.tool(description="What credentials this call came with: a digest of each (never the value).")
+    def whoami(ctx: Context) -> types.CallToolResult:
+        headers = {k.lower(): v for k, v in (ctx.headers or {}).items()}
+        seen = {name: _digest(headers[name]) for name in ("authorization", "x-api-key") if name in headers}
+        seen["x-request-id"] = headers.get("x-request-id", "")
+        return _text(json.dumps(seen, sort_keys=True), seen)
 
     @server.tool(description="How many tool calls and connection set-ups this process has served.")
     def count() -> types.CallToolResult:
