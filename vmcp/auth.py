@@ -112,6 +112,12 @@ def metadata_routes(settings: AuthConfig) -> list[Route]:
     )
 
 
+def bearer_token(scope: Any) -> str | None:
+    """The verified bearer token of the request (for a `token_exchange` backend), or None."""
+    user = scope.get("user") if isinstance(scope, dict) else None
+    return user.access_token.token if isinstance(user, AuthenticatedUser) else None
+
+
 def caller_from_user(user: Any) -> dict[str, Any] | None:
     """An authenticated caller as templates and authorization rules see it: subject, client,
     issuer, scopes, groups and the token's other claims — never the token itself."""

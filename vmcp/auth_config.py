@@ -90,11 +90,17 @@ class BackendAuth(BaseModel):
     - `bearer`: `Authorization: Bearer <token>`; `header`: `<header>: <token>`.
     - `client_credentials`: an OAuth 2.0 token for vmcp itself from `token_url`, cached and renewed
       before it expires.
+    - `token_exchange`: RFC 8693: a plain call presents the caller's own token, exchanged at
+      `token_url` for one meant for this backend (`audience`), cached per caller token. vmcp's own
+      traffic (listing, health checks) and composite steps, which have no caller token (a run must
+      not keep one), use a client-credentials token for vmcp, the service identity. A per-caller
+      credential needs a per-request header, so such a backend must speak 2026-07-28 over
+      streamable HTTP (a handshake session is shared by every caller).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Literal["bearer", "header", "client_credentials"]
+    type: Literal["bearer", "header", "client_credentials", "token_exchange"]
     token: str | None = None  # bearer / header: the value, usually "${ENV_NAME}"
     token_file: str | None = None  # bearer / header: a file holding it (re-read when it changes)
     header: str = "Authorization"  # header: the header's name

@@ -221,15 +221,17 @@ class BackendConnection(ChangeFollowing):
         caller_capabilities: dict[str, Any] | None,
         timeout: float | None = None,
         client_headers: Mapping[str, str] | None = None,
+        caller_token: str | None = None,
     ) -> dict[str, Any]:
         """Relay a raw tools/call (params already carry the backend's tool name); the result
         dict comes back untouched. WireError carries a JSON-RPC error from the backend.
-        `client_headers` (the caller's request headers) pass on as `pass_headers` allows."""
+        `client_headers` (the caller's request headers) pass on as `pass_headers` allows;
+        `caller_token` is what a `token_exchange` backend exchanges."""
         wire = self.wire
         if wire is None:
             raise BackendUnavailable(f"backend {self.name!r} is unavailable ({self.state})")
         headers = passed_headers(self.config.pass_headers, client_headers)
-        headers.update(await self.credentials.headers())
+        headers.update(await self.credentials.headers(caller_token))
         try:
             return await wire.call_tool(
                 params["name"],

@@ -2,13 +2,15 @@
 
 The façade and the workers each hold a `Credentials` per backend connection and ask it for headers
 at request time: a static bearer or header value (an `${ENV}` reference or a file, re-read when it
-changes), or an OAuth 2.0 client-credentials token for vmcp itself (cached, renewed a minute before
-it expires). Nothing here is logged or returned except as a header value on the backend request.
+changes), an OAuth 2.0 client-credentials token for vmcp itself (cached, renewed a minute before it
+expires), or an RFC 8693 exchange of the caller's token (cached per caller token, keyed by its
+digest). Nothing here is logged or returned except as a header value on the backend request.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Mapping
@@ -26,6 +28,9 @@ from vmcp.backend_common import BackendUnavailable, expand_env
 logger = logging.getLogger(__name__)
 
 _RENEW_BEFORE = 60.0  # seconds before expiry a cached token is replaced
+_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+_ACCESS_TOKEN = "urn:ietf:params:oauth:token-type:access_token"
+_MAX_EXCHANGED = 1000  # exchanged tokens cached at most
 
 
 class CredentialError(BackendUnavailable):
@@ -46,19 +51,41 @@ class Credentials:
         self._base_dir = base_dir
         self._file_cache: dict[Path, tuple[float, str]] = {}
         self._own: _Token | None = None
+        self._exchanged: dict[str, _Token] = {}
         self._lock = anyio.Lock()
 
-    async def headers(self) -> dict[str, str]:
+    @property
+    def per_caller(self) -> bool:
+        """Whether a plain call presents the caller's own (exchanged) token."""
+        return self.auth is not None and self.auth.type == "token_exchange"
+
+    async def headers(self, caller_token: str | None = None) -> dict[str, str]:
+        """The headers for one request; `caller_token` (a plain call's bearer token) is used by
+        `token_exchange` backends only, and without it they get vmcp's own token."""
         auth = self.auth
         if auth is None:
             return {}
         if auth.type in ("bearer", "header"):
             value = self._secret(auth.token, auth.token_file, "token")
             return {auth.header: f"Bearer {value}" if auth.type == "bearer" else value}
+        if auth.type == "token_exchange" and caller_token is not None:
+            return {"Authorization": f"Bearer {await self._exchanged_for(caller_token)}"}
         async with self._lock:  # one token request at a time, however many calls need it
             if self._own is None or time.monotonic() >= self._own.renew_at:
                 self._own = await self._token_request({"grant_type": "client_credentials"})
             return {"Authorization": f"Bearer {self._own.value}"}
+
+    async def _exchanged_for(self, caller_token: str) -> str:
+        key = hashlib.sha256(caller_token.encode()).hexdigest()  # the cache never holds the caller's token
+        cached = self._exchanged.get(key)
+        if cached is None or time.monotonic() >= cached.renew_at:
+            cached = await self._token_request(
+                {"grant_type": _EXCHANGE, "subject_token": caller_token, "subject_token_type": _ACCESS_TOKEN}
+            )
+            if len(self._exchanged) >= _MAX_EXCHANGED:
+                self._exchanged.clear()  # a cache, not a store: callers simply exchange again
+            self._exchanged[key] = cached
+        return cached.value
 
     async def _token_request(self, form: dict[str, str]) -> _Token:
         auth = self.auth

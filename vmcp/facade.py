@@ -27,6 +27,7 @@ from mcp_types import (
 )
 
 from vmcp.audit import AuditLog, audit_outcome, run_id_in
+from vmcp.auth import bearer_token
 from vmcp.backend_common import package_version
 from vmcp.backends import BackendConnection, BackendPool, BackendUnavailable
 from vmcp.catalog import Catalog, CatalogError, build_catalog
@@ -235,7 +236,14 @@ class Facade:
                         request_state=state,
                     )
 
-            if not progress and not self._wants_log(ctx, params.meta) and connection.takes_lean_path(route.original):
+            per_caller = connection.credentials.per_caller
+            if per_caller and not connection.takes_lean_path(route.original):
+                return error_result(
+                    f"Tool {params.name!r} failed: backend {route.backend!r} exchanges each caller's token, "
+                    "which needs a per-request header: a 2026-07-28 streamable-HTTP backend (it is not one, or is down)"
+                )
+            lean = per_caller or (not progress and not self._wants_log(ctx, params.meta))
+            if lean and connection.takes_lean_path(route.original):
                 raw = await self._call_lean(ctx, params, connection, route.original)
                 if is_modern(ctx) or raw.get("resultType") != "input_required":
                     return raw
@@ -287,6 +295,7 @@ class Facade:
                 if capabilities is not None
                 else None,
                 client_headers=ctx.request.headers if ctx.request is not None else None,
+                caller_token=bearer_token(ctx.request.scope) if ctx.request is not None else None,
             )
         except WireError as exc:
             error = exc.error

@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vmcp.audit import audit_outcome
+from vmcp.auth import bearer_token
 from vmcp.backends import BackendUnavailable
 from vmcp.facade import Facade
 from vmcp.forwarding import caller_in
@@ -122,6 +123,7 @@ class LeanToolCalls:
                     forwarded,
                     caller_capabilities=meta.get(CLIENT_CAPABILITIES_META_KEY),
                     client_headers=headers if connection.config.pass_headers else None,
+                    caller_token=bearer_token(scope) if connection.credentials.per_caller else None,
                 ),
             )
             if result is None:

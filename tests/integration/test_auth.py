@@ -21,6 +21,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.conftest import VMCP, free_port
+from tests.integration.test_backend_credentials import CLIENT_SECRET, TokenEndpoint, digest
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -74,8 +75,18 @@ def issuer() -> Iterator[Issuer]:
 
 
 @pytest.fixture(scope="module")
-def served(module_procs: Any, issuer: Issuer) -> Any:
+def endpoint() -> Iterator[TokenEndpoint]:
+    served = TokenEndpoint()
+    yield served
+    served.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def served(module_procs: Any, issuer: Issuer, endpoint: TokenEndpoint) -> Any:
     fault = module_procs.fault_http("fault")
+    secret_file = module_procs.workdir / "exchange-secret"
+    secret_file.write_text(CLIENT_SECRET)
+    exchanging = module_procs.fault_http("exchanging")
     config = {
         "server": {"host": "127.0.0.1", "port": 0},
         "auth": {
@@ -86,7 +97,21 @@ def served(module_procs: Any, issuer: Issuer) -> Any:
             "required_scopes": [SCOPE],
             "jwks_cooldown": "500ms",  # the default 30 s between forced refetches would slow the test
         },
-        "backends": [{"name": "fault", "transport": "streamable-http", "url": fault.url}],
+        "backends": [
+            {"name": "fault", "transport": "streamable-http", "url": fault.url},
+            {
+                "name": "ex",
+                "transport": "streamable-http",
+                "url": exchanging.url,
+                "auth": {
+                    "type": "token_exchange",
+                    "token_url": endpoint.url,
+                    "client_id": "vmcp",
+                    "client_secret_file": str(secret_file),
+                    "audience": "https://ex.test",
+                },
+            },
+        ],
         "aggregation": {
             "backends": {"fault": {"overrides": {"fetch": {"parameters": {"user": {"fixed": "{{ caller.subject }}"}}}}}}
         },
@@ -94,7 +119,7 @@ def served(module_procs: Any, issuer: Issuer) -> Any:
             "default": "deny",
             "rules": [
                 {"tools": ["fault.fail"], "effect": "deny"},  # by its backend name: however it is advertised
-                {"tools": ["fault.*"], "when": {"scopes": [SCOPE]}},
+                {"tools": ["fault.*", "ex.*"], "when": {"scopes": [SCOPE]}},
                 {"tools": ["ops_*", "sneaky"], "when": {"groups": ["ops"]}},
             ],
         },
@@ -259,3 +284,25 @@ async def test_every_call_is_in_the_audit_trail_without_secrets(served: Any, iss
     assert echo["decision"] == "allow" and echo["outcome"] == "ok" and echo["backend"] == "fault"
     assert echo["duration_ms"] >= 0 and echo["time"].endswith("+00:00")
     assert token not in text and token.split(".")[2] not in text  # no token, not even its signature
+
+
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_a_token_exchange_backend_gets_each_callers_own_exchanged_token(
+    served: Any, issuer: Issuer, endpoint: TokenEndpoint, mode: str
+) -> None:
+    seen: dict[str, str] = {}
+    tokens = {who: issuer.token(sub=f"{who}-{mode}") for who in ("alice", "bob")}
+    for who, token in [*tokens.items(), ("alice", tokens["alice"])]:
+        headers = {"Authorization": f"Bearer {token}"}
+        async with (
+            httpx2.AsyncClient(headers=headers) as http,
+            Client(streamable_http_client(served.url, http_client=http), mode=mode) as client,  # type: ignore[arg-type]
+        ):
+            result = await client.call_tool("ex_whoami", {})
+        assert not result.is_error, result
+        seen.setdefault(who, (result.structured_content or {})["authorization"])
+        assert (result.structured_content or {})["authorization"] == seen[who]  # alice again: the cached token
+    by_digest = {digest(f"Bearer {token}"): subject for token, subject in endpoint.exchanged.items()}
+    assert by_digest[seen["alice"]] == tokens["alice"] and by_digest[seen["bob"]] == tokens["bob"]
+    exchanges = [form for form in endpoint.forms if form.get("subject_token", [""])[0] in tokens.values()]
+    assert len(exchanges) == 2 and all(form["audience"] == ["https://ex.test"] for form in exchanges)

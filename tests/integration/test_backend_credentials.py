@@ -34,10 +34,12 @@ def digest(value: str) -> str:
 
 
 class TokenEndpoint:
-    """An OAuth token endpoint: client credentials for client `vmcp`, counting what it issues."""
+    """An OAuth token endpoint for client `vmcp`: client credentials, and RFC 8693 token exchange
+    (it remembers which subject token each exchanged token was issued for)."""
 
     def __init__(self) -> None:
         self.issued: list[str] = []
+        self.exchanged: dict[str, str] = {}  # exchanged token -> the subject token it replaced
         self.forms: list[dict[str, list[str]]] = []
         endpoint = self
 
@@ -46,12 +48,19 @@ class TokenEndpoint:
                 form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
                 endpoint.forms.append(form)
                 expected = "Basic " + base64.b64encode(f"vmcp:{CLIENT_SECRET}".encode()).decode()
-                if self.headers.get("Authorization") != expected or form.get("grant_type") != ["client_credentials"]:
+                grant = form.get("grant_type", [""])[0]
+                if self.headers.get("Authorization") != expected:
                     self._answer(401, {"error": "invalid_client"})
-                    return
-                token = f"cc-{len(endpoint.issued) + 1}-{uuid.uuid4().hex[:8]}"
-                endpoint.issued.append(token)
-                self._answer(200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+                elif grant == "client_credentials":
+                    token = f"cc-{len(endpoint.issued) + 1}-{uuid.uuid4().hex[:8]}"
+                    endpoint.issued.append(token)
+                    self._answer(200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600})
+                elif grant == "urn:ietf:params:oauth:grant-type:token-exchange" and "subject_token" in form:
+                    token = f"ex-{uuid.uuid4().hex[:12]}"
+                    endpoint.exchanged[token] = form["subject_token"][0]
+                    self._answer(200, {"access_token": token, "issued_token_type": form["subject_token_type"][0]})
+                else:
+                    self._answer(400, {"error": "unsupported_grant_type"})
 
             def _answer(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
