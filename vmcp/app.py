@@ -61,7 +61,7 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
         app=facade.server, security_settings=security, stateless=config.server.stateless
     )
     lean = LeanToolCalls(StreamableHTTPASGIApp(manager), facade, security)
-    mcp_endpoint = protect(lean, config.auth)  # bearer tokens first: the lean path serves callers too
+    mcp_endpoint = protect(lean, config.auth, config.base_dir)  # bearer tokens first: the lean path serves callers too
     state: dict[str, Any] = {"ready": False, "prepared": False}
 
     async def prepare() -> None:

@@ -10,11 +10,15 @@ is missing.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
+import time
+from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import jwt
 from mcp.server.auth.middleware.auth_context import AuthContextMiddleware
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, BearerAuthBackend, RequireAuthMiddleware
@@ -25,7 +29,9 @@ from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from vmcp.auth_config import AuthConfig
+from vmcp.auth_config import AuthConfig, BackendAuth
+from vmcp.backend_common import BackendUnavailable
+from vmcp.credentials import Credentials
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +84,80 @@ class JwtVerifier:
         return claims
 
 
+class IntrospectingVerifier:
+    """The SDK's `TokenVerifier` for opaque tokens: RFC 7662 introspection at the issuer. A token
+    is accepted when the issuer says it is active, for this audience, from this issuer, unexpired.
+    Answers are cached briefly by the token's digest (never the token itself)."""
+
+    def __init__(self, settings: AuthConfig, base_dir: Path) -> None:
+        assert settings.introspection_url and settings.introspection_client_id
+        self.settings = settings
+        # the client secret is read like a backend's: from ${ENV} or a file, when it is used
+        own = BackendAuth(
+            type="client_credentials",
+            token_url=settings.introspection_url,
+            client_id=settings.introspection_client_id,
+            client_secret=settings.introspection_client_secret,
+            client_secret_file=settings.introspection_client_secret_file,
+        )
+        self._credentials = Credentials("introspection", own, base_dir)
+        self._cache: dict[str, tuple[float, AccessToken | None]] = {}
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        key = hashlib.sha256(token.encode()).hexdigest()
+        cached = self._cache.get(key)
+        if cached is not None and time.monotonic() < cached[0]:
+            return cached[1]
+        verified = await self._introspect(token)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (time.monotonic() + self.settings.introspection_cache, verified)
+        return verified
+
+    async def _introspect(self, token: str) -> AccessToken | None:
+        settings = self.settings
+        assert settings.introspection_url is not None
+        try:
+            basic = self._credentials.basic_authorization()
+            async with httpx.AsyncClient(timeout=10.0) as http:
+                response = await http.post(
+                    settings.introspection_url,
+                    data={"token": token, "token_type_hint": "access_token"},
+                    headers={"Authorization": basic},
+                )
+            claims = response.json() if response.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError, BackendUnavailable) as exc:
+            logger.warning("token introspection failed: %s", exc)
+            return None
+        audiences = claims.get("aud") if isinstance(claims, dict) else None
+        audiences = audiences if isinstance(audiences, list) else [audiences]
+        problem = (
+            "not active"
+            if not isinstance(claims, dict) or claims.get("active") is not True
+            else "wrong issuer"
+            if claims.get("iss") != settings.issuer
+            else "wrong audience"
+            if settings.audience not in audiences
+            else "expired"
+            if not isinstance(claims.get("exp"), int) or claims["exp"] + settings.leeway < time.time()
+            else "no subject"
+            if not claims.get("sub")
+            else None
+        )
+        if problem is not None:
+            logger.info("bearer token refused by introspection: %s", problem)
+            return None
+        return AccessToken(
+            token=token,
+            client_id=str(claims.get("client_id") or claims["sub"]),
+            scopes=token_scopes(claims),
+            expires_at=int(claims["exp"]),
+            resource=settings.audience,
+            subject=str(claims["sub"]),
+            claims={k: v for k, v in claims.items() if k != "active"},
+        )
+
+
 def token_scopes(claims: dict[str, Any]) -> list[str]:
     """`scope` (RFC 8693/9068: space-separated) or `scp` (a list, as some issuers send it)."""
     scope = claims.get("scope")
@@ -89,14 +169,15 @@ def token_scopes(claims: dict[str, Any]) -> list[str]:
     return []
 
 
-def protect(endpoint: ASGIApp, settings: AuthConfig) -> ASGIApp:
+def protect(endpoint: ASGIApp, settings: AuthConfig, base_dir: Path) -> ASGIApp:
     """`endpoint` behind bearer authentication (a no-op in anonymous mode)."""
     if settings.anonymous:
         return endpoint
     assert settings.audience is not None
     metadata = build_resource_metadata_url(AnyHttpUrl(settings.audience))
     required = RequireAuthMiddleware(AuthContextMiddleware(endpoint), settings.required_scopes, metadata)
-    return AuthenticationMiddleware(required, backend=BearerAuthBackend(JwtVerifier(settings)))
+    verifier = IntrospectingVerifier(settings, base_dir) if settings.introspection_url else JwtVerifier(settings)
+    return AuthenticationMiddleware(required, backend=BearerAuthBackend(verifier))
 
 
 def metadata_routes(settings: AuthConfig) -> list[Route]:

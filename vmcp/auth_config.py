@@ -28,6 +28,14 @@ class AuthConfig(BaseModel):
     # RFC 9728 metadata (served at /.well-known/oauth-protected-resource<path of this URL>).
     audience: str | None = Field(default=None, pattern=_URL)
     jwks_url: str | None = Field(default=None, pattern=_URL)
+    # RFC 7662 token introspection instead of local JWT checks (opaque tokens): vmcp asks the
+    # issuer about each token (answers cached for `introspection_cache`), as client
+    # `introspection_client_id` with `introspection_client_secret` ("${ENV}") or its file.
+    introspection_url: str | None = Field(default=None, pattern=_URL)
+    introspection_client_id: str | None = None
+    introspection_client_secret: str | None = None
+    introspection_client_secret_file: str | None = None
+    introspection_cache: Seconds = 30.0
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "PS256", "ES256", "EdDSA"], min_length=1)
     required_scopes: list[str] = Field(default_factory=list)
     leeway: Seconds = 30.0  # clock skew tolerated on exp / nbf / iat
@@ -39,7 +47,12 @@ class AuthConfig(BaseModel):
     @model_validator(mode="after")
     def _complete(self) -> AuthConfig:
         if self.mode == "oauth":
-            missing = [key for key in ("issuer", "audience", "jwks_url") if getattr(self, key) is None]
+            keys = ("issuer", "audience", "jwks_url" if self.introspection_url is None else "introspection_client_id")
+            missing = [key for key in keys if getattr(self, key) is None]
+            if self.introspection_url and not (
+                self.introspection_client_secret or self.introspection_client_secret_file
+            ):
+                missing.append("introspection_client_secret or introspection_client_secret_file")
             if missing:
                 raise ValueError(f"mode oauth needs {', '.join(missing)}")
             if any(alg.upper().startswith("HS") or alg == "none" for alg in self.algorithms):

@@ -87,17 +87,23 @@ class Credentials:
             self._exchanged[key] = cached
         return cached.value
 
+    def basic_authorization(self) -> str:
+        """`Basic <client_id:secret>`: how vmcp authenticates itself to a token endpoint."""
+        auth = self.auth
+        assert auth is not None and auth.client_id is not None
+        secret = self._secret(auth.client_secret, auth.client_secret_file, "client_secret")
+        return "Basic " + base64.b64encode(f"{auth.client_id}:{secret}".encode()).decode()
+
     async def _token_request(self, form: dict[str, str]) -> _Token:
         auth = self.auth
-        assert auth is not None and auth.token_url is not None and auth.client_id is not None
-        secret = self._secret(auth.client_secret, auth.client_secret_file, "client_secret")
+        assert auth is not None and auth.token_url is not None
         for key in ("scope", "audience", "resource"):
             if getattr(auth, key):
                 form[key] = getattr(auth, key)
-        basic = base64.b64encode(f"{auth.client_id}:{secret}".encode()).decode()
+        basic = self.basic_authorization()
         try:
             async with httpx.AsyncClient(timeout=10.0) as http:
-                response = await http.post(auth.token_url, data=form, headers={"Authorization": f"Basic {basic}"})
+                response = await http.post(auth.token_url, data=form, headers={"Authorization": basic})
         except httpx.HTTPError as exc:
             raise CredentialError(
                 f"backend {self.backend!r}: token endpoint unreachable ({type(exc).__name__})"

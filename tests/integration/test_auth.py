@@ -3,7 +3,9 @@ the test mints tokens, and the MCP SDK client (or plain HTTP, for the refusals) 
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import subprocess
 import threading
 import time
@@ -11,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import httpx2
@@ -306,3 +309,93 @@ async def test_a_token_exchange_backend_gets_each_callers_own_exchanged_token(
     assert by_digest[seen["alice"]] == tokens["alice"] and by_digest[seen["bob"]] == tokens["bob"]
     exchanges = [form for form in endpoint.forms if form.get("subject_token", [""])[0] in tokens.values()]
     assert len(exchanges) == 2 and all(form["audience"] == ["https://ex.test"] for form in exchanges)
+
+
+class Introspection:
+    """An RFC 7662 introspection endpoint on 127.0.0.1 that knows a few opaque tokens."""
+
+    def __init__(self, issuer: str) -> None:
+        now = int(time.time())
+        good = {"active": True, "iss": issuer, "aud": AUDIENCE, "exp": now + 300, "scope": SCOPE}
+        self.tokens: dict[str, dict[str, Any]] = {
+            "opaque-carol": {**good, "sub": "carol", "client_id": "carol-cli"},
+            "opaque-expired": {**good, "sub": "carol", "exp": now - 600},
+            "opaque-elsewhere": {**good, "sub": "carol", "aud": "https://other.test/mcp"},
+            "opaque-revoked": {"active": False},
+        }
+        self.asked: list[str] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+                expected = "Basic " + base64.b64encode(f"vmcp-rs:{CLIENT_SECRET}".encode()).decode()
+                token = form.get("token", [""])[0]
+                endpoint.asked.append(token)
+                body = endpoint.tokens.get(token, {"active": False})
+                status = 200 if self.headers.get("Authorization") == expected else 401
+                data = json.dumps(body if status == 200 else {"error": "invalid_client"}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/introspect"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def introspected(module_procs: Any, issuer: Issuer) -> Iterator[tuple[Any, Introspection]]:
+    endpoint = Introspection(issuer.url)
+    fault = module_procs.fault_http("fault-introspected")
+    os.environ["VMCP_TEST_INTROSPECTION_SECRET"] = CLIENT_SECRET
+    config = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "auth": {
+            "mode": "oauth",
+            "issuer": issuer.url,
+            "audience": AUDIENCE,
+            "introspection_url": endpoint.url,
+            "introspection_client_id": "vmcp-rs",
+            "introspection_client_secret": "${VMCP_TEST_INTROSPECTION_SECRET}",
+            "required_scopes": [SCOPE],
+        },
+        "backends": [{"name": "fault", "transport": "streamable-http", "url": fault.url}],
+        "aggregation": {
+            "backends": {"fault": {"overrides": {"fetch": {"parameters": {"user": {"fixed": "{{ caller.subject }}"}}}}}}
+        },
+    }
+    try:
+        yield module_procs.vmcp(config, filename="introspected.yaml"), endpoint
+    finally:
+        endpoint.server.shutdown()
+        os.environ.pop("VMCP_TEST_INTROSPECTION_SECRET", None)
+
+
+@pytest.mark.parametrize("token", ["opaque-expired", "opaque-elsewhere", "opaque-revoked", "opaque-unknown"])
+def test_introspection_refuses_what_the_issuer_does_not_vouch_for(
+    introspected: tuple[Any, Introspection], token: str
+) -> None:
+    served, _ = introspected
+    assert _post(served, token).status_code == 401
+
+
+async def test_an_introspected_token_calls_as_its_subject_and_the_answer_is_cached(
+    introspected: tuple[Any, Introspection],
+) -> None:
+    served, endpoint = introspected
+    before = endpoint.asked.count("opaque-carol")
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": "Bearer opaque-carol"}) as http,
+        Client(streamable_http_client(served.url, http_client=http)) as client,  # type: ignore[arg-type]
+    ):
+        result = await client.call_tool("fault_fetch", {"url": "https://a.example.test/"})
+        again = await client.call_tool("fault_fetch", {"url": "https://a.example.test/"})
+    assert not result.is_error and not again.is_error
+    assert (result.structured_content or {})["user"] == "carol"
+    assert endpoint.asked.count("opaque-carol") - before == 1  # one introspection for several requests
