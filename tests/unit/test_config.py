@@ -137,7 +137,8 @@ def test_shipped_dev_config_is_valid() -> None:
 def test_github_example_config_is_valid_offline() -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "deploy" / "github.example.yaml")
     (github,) = config.backends
-    assert github.headers["Authorization"] == "Bearer ${GITHUB_TOKEN}"  # resolved at connection time
+    assert github.auth is not None and github.auth.type == "bearer"
+    assert github.auth.token == "${GITHUB_TOKEN}"  # a reference, resolved when each request is made
     assert [t.name for t in config.composite_tools] == ["analyze_repository"]
 
 
