@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import threading
 import uuid
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import yaml
 from mcp import Client
 from temporalio.client import Client as TemporalClient
 
+from tests.http_endpoint import JsonEndpoint
 from tests.integration.test_composite import VMCP, _DevProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
@@ -107,34 +106,22 @@ class Stack:
         return dict(result.structured_content["tallies"])
 
 
-class Receiver:
-    """A webhook receiver on 127.0.0.1 that answers 503 to the first POST, then 200; keeps every POST."""
+class Receiver(JsonEndpoint):
+    """A webhook receiver that answers 503 to the first POST, then 200."""
 
     def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        receiver = self
+        super().__init__(lambda received: (503 if len(self.requests) == 1 else 200, {}))
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                receiver.posts.append({"path": self.path, "headers": dict(self.headers), "body": body})
-                self.send_response(503 if len(receiver.posts) == 1 else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    @property
+    def posts(self) -> list[dict[str, Any]]:
+        return [{"path": r.path, "headers": r.headers, "body": r.json()} for r in self.requests]
 
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[Receiver]:
     served = Receiver()
     yield served
-    served.server.shutdown()
+    served.close()
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,13 @@ the test mints tokens, and the MCP SDK client (or plain HTTP, for the refusals) 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
 
 import httpx
 import httpx2
@@ -24,7 +20,8 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.conftest import VMCP, free_port
-from tests.integration.test_backend_credentials import CLIENT_SECRET, TokenEndpoint, digest
+from tests.http_endpoint import JsonEndpoint, Received
+from tests.integration.test_backend_credentials import CLIENT_SECRET, TokenEndpoint, basic, digest
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -33,34 +30,24 @@ SCOPE = "mcp:tools"
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 
 
-class Issuer:
+class Issuer(JsonEndpoint):
     """An OAuth issuer as far as a resource server sees one: signing keys, and a JWKS on 127.0.0.1."""
 
     def __init__(self) -> None:
         self.keys: dict[str, Any] = {"k1": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
-        self.fetches = 0
-        issuer = self
+        super().__init__(lambda received: (200, self.jwks()))
+        self.url += "/"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                issuer.fetches += 1
-                keys = []
-                for kid, key in list(issuer.keys.items()):
-                    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
-                    keys.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
-                body = json.dumps({"keys": keys}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    @property
+    def fetches(self) -> int:
+        return len(self.requests)
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def jwks(self) -> dict[str, Any]:
+        keys = []
+        for kid, key in list(self.keys.items()):
+            jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+            keys.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
+        return {"keys": keys}
 
     def token(self, *, kid: str = "k1", key: Any = None, **claims: Any) -> str:
         now = int(time.time())
@@ -74,14 +61,14 @@ class Issuer:
 def issuer() -> Iterator[Issuer]:
     served = Issuer()
     yield served
-    served.server.shutdown()
+    served.close()
 
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[TokenEndpoint]:
     served = TokenEndpoint()
     yield served
-    served.server.shutdown()
+    served.close()
 
 
 @pytest.fixture(scope="module")
@@ -311,8 +298,8 @@ async def test_a_token_exchange_backend_gets_each_callers_own_exchanged_token(
     assert len(exchanges) == 2 and all(form["audience"] == ["https://ex.test"] for form in exchanges)
 
 
-class Introspection:
-    """An RFC 7662 introspection endpoint on 127.0.0.1 that knows a few opaque tokens."""
+class Introspection(JsonEndpoint):
+    """An RFC 7662 introspection endpoint that knows a few opaque tokens (client `vmcp-rs`)."""
 
     def __init__(self, issuer: str) -> None:
         now = int(time.time())
@@ -323,30 +310,17 @@ class Introspection:
             "opaque-elsewhere": {**good, "sub": "carol", "aud": "https://other.test/mcp"},
             "opaque-revoked": {"active": False},
         }
-        self.asked: list[str] = []
-        endpoint = self
+        super().__init__(self._answer)
+        self.url += "/introspect"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
-                expected = "Basic " + base64.b64encode(f"vmcp-rs:{CLIENT_SECRET}".encode()).decode()
-                token = form.get("token", [""])[0]
-                endpoint.asked.append(token)
-                body = endpoint.tokens.get(token, {"active": False})
-                status = 200 if self.headers.get("Authorization") == expected else 401
-                data = json.dumps(body if status == 200 else {"error": "invalid_client"}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    @property
+    def asked(self) -> list[str]:
+        return [received.form().get("token", [""])[0] for received in self.requests]
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/introspect"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, received: Received) -> tuple[int, Any]:
+        if received.headers.get("Authorization") != basic("vmcp-rs", CLIENT_SECRET):
+            return 401, {"error": "invalid_client"}
+        return 200, self.tokens.get(received.form().get("token", [""])[0], {"active": False})
 
 
 @pytest.fixture(scope="module")
@@ -373,7 +347,7 @@ def introspected(module_procs: Any, issuer: Issuer) -> Iterator[tuple[Any, Intro
     try:
         yield module_procs.vmcp(config, filename="introspected.yaml"), endpoint
     finally:
-        endpoint.server.shutdown()
+        endpoint.close()
         os.environ.pop("VMCP_TEST_INTROSPECTION_SECRET", None)
 
 

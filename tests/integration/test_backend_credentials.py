@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
-import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs
 
 import anyio
 import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+
+from tests.http_endpoint import JsonEndpoint, Received
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -33,56 +31,45 @@ def digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
-class TokenEndpoint:
+class TokenEndpoint(JsonEndpoint):
     """An OAuth token endpoint for client `vmcp`: client credentials, and RFC 8693 token exchange
     (it remembers which subject token each exchanged token was issued for)."""
 
     def __init__(self) -> None:
         self.issued: list[str] = []
         self.exchanged: dict[str, str] = {}  # exchanged token -> the subject token it replaced
-        self.forms: list[dict[str, list[str]]] = []
-        endpoint = self
+        super().__init__(self._answer)
+        self.url += "/token"
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
-                endpoint.forms.append(form)
-                expected = "Basic " + base64.b64encode(f"vmcp:{CLIENT_SECRET}".encode()).decode()
-                grant = form.get("grant_type", [""])[0]
-                if self.headers.get("Authorization") != expected:
-                    self._answer(401, {"error": "invalid_client"})
-                elif grant == "client_credentials":
-                    token = f"cc-{len(endpoint.issued) + 1}-{uuid.uuid4().hex[:8]}"
-                    endpoint.issued.append(token)
-                    self._answer(200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600})
-                elif grant == "urn:ietf:params:oauth:grant-type:token-exchange" and "subject_token" in form:
-                    token = f"ex-{uuid.uuid4().hex[:12]}"
-                    endpoint.exchanged[token] = form["subject_token"][0]
-                    self._answer(200, {"access_token": token, "issued_token_type": form["subject_token_type"][0]})
-                else:
-                    self._answer(400, {"error": "unsupported_grant_type"})
+    @property
+    def forms(self) -> list[dict[str, list[str]]]:
+        return [received.form() for received in self.requests]
 
-            def _answer(self, status: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+    def _answer(self, received: Received) -> tuple[int, Any]:
+        form = received.form()
+        grant = form.get("grant_type", [""])[0]
+        if received.headers.get("Authorization") != basic("vmcp", CLIENT_SECRET):
+            return 401, {"error": "invalid_client"}
+        if grant == "client_credentials":
+            token = f"cc-{len(self.issued) + 1}-{uuid.uuid4().hex[:8]}"
+            self.issued.append(token)
+            return 200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600}
+        if grant == "urn:ietf:params:oauth:grant-type:token-exchange" and "subject_token" in form:
+            token = f"ex-{uuid.uuid4().hex[:12]}"
+            self.exchanged[token] = form["subject_token"][0]
+            return 200, {"access_token": token, "issued_token_type": form["subject_token_type"][0]}
+        return 400, {"error": "unsupported_grant_type"}
 
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+def basic(client: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{client}:{secret}".encode()).decode()
 
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[TokenEndpoint]:
     served = TokenEndpoint()
     yield served
-    served.server.shutdown()
+    served.close()
 
 
 @pytest.fixture(scope="module")
