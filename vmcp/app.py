@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import uvicorn
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -35,6 +37,7 @@ logger = logging.getLogger(__name__)
 _LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
 _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
 _SETTLE_SECONDS = 30.0
+_RUN_COUNTS_TIMEOUT = 3.0  # a scrape waits at most this long for Temporal's run counts
 
 
 def security_settings(config: VmcpConfig) -> TransportSecuritySettings:
@@ -101,6 +104,16 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
         ready = state["ready"] and facade.catalog_error is None
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
+    async def metrics(request: Request) -> Response:
+        if facade.runs.tools and facade.metrics.run_counts_stale:
+            with anyio.move_on_after(_RUN_COUNTS_TIMEOUT):
+                try:
+                    counts, waiting = await facade.runs.orchestrator.run_counts(list(facade.runs.tools))
+                    facade.metrics.set_run_counts(counts, waiting)
+                except Exception as exc:  # Temporal away: the scrape still answers, without run figures
+                    logger.debug("run counts unavailable: %s", exc)
+        return Response(facade.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
     async def status(request: Request) -> Response:
         return JSONResponse(
             {
@@ -121,6 +134,7 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/status", status),
+            Route("/metrics", metrics),
             *metadata_routes(config.auth),
         ],
         lifespan=lifespan,

@@ -90,6 +90,8 @@ def audit_outcome(result: Any) -> tuple[str, str | None]:
     data = result.model_dump(by_alias=True, exclude_none=True) if hasattr(result, "model_dump") else result
     if not isinstance(data, dict):
         return "ok", None
+    if isinstance(data.get("error"), dict) and "jsonrpc" in data:  # the backend's JSON-RPC error, relayed
+        return "error", str(data["error"].get("message") or "") or None
     if data.get("resultType") == "input_required":
         return "input_required", None
     if data.get("isError"):

@@ -43,6 +43,7 @@ from vmcp.forwarding import (
     progress_relay,
     without_backend_identity,
 )
+from vmcp.metrics import Metrics
 from vmcp.passthrough import PassThrough
 from vmcp.policy import Authorizer
 from vmcp.relay import Relay, calling, is_modern, resolve_input_required
@@ -70,6 +71,8 @@ class Facade:
         self.policy_denials: Counter[str] = Counter()  # "<tool>: <rule>" -> calls refused (in /status)
         self.authorizer = Authorizer(config.authorization)
         self.audit = AuditLog(config.audit.file, config.base_dir)
+        self.metrics = Metrics()
+        self.metrics.watch_backends(pool.statuses)
         self.passthrough = PassThrough(pool, self.relay, lambda: self.catalog)
         self.server: Server[Any] = _AnnouncingServer(
             "vmcp",
@@ -179,25 +182,47 @@ class Facade:
         started = time.monotonic()
         caller = caller_of(ctx) if self.authorizer.active or self.audit.enabled else {}
         if self.authorizer.active and not self.may_call(caller, params.name):
-            self.audit.record(
-                caller=caller, tool=params.name, backend=None, decision="deny", outcome="refused", started=started
-            )
+            self.observe(caller, params.name, None, started, decision="deny")
             return error_result(f"Tool {params.name!r} is not available to you (authorization).")
         result = await self._allowed_call(ctx, params)
-        if self.audit.enabled:
-            route = self.catalog.tool_routes.get(params.name)
-            outcome, detail = audit_outcome(result)
-            self.audit.record(
-                caller=caller,
-                tool=params.name,
-                backend=route.backend if route is not None else None,
-                decision="policy" if isinstance(result, ArgumentsRefused) else "allow",
-                outcome=outcome,
-                started=started,
-                run_id=run_id_in(result),
-                detail=detail,
-            )
+        route = self.catalog.tool_routes.get(params.name)
+        self.observe(
+            caller,
+            params.name,
+            route.backend if route is not None else None,
+            started,
+            result=result,
+            decision="policy" if isinstance(result, ArgumentsRefused) else "allow",
+        )
         return result
+
+    def observe(
+        self,
+        caller: Mapping[str, Any],
+        tool: str,
+        backend: str | None,
+        started: float,
+        *,
+        result: Any = None,
+        decision: str = "allow",
+    ) -> None:
+        """One finished tools/call, in the metrics and the audit trail."""
+        outcome, detail = ("refused", None) if decision == "deny" else audit_outcome(result)
+        if decision == "policy":
+            outcome = "refused"
+        self.metrics.observe_call(tool, backend, outcome, time.monotonic() - started)
+        if decision != "allow":
+            self.metrics.denials.labels(tool, "authorization" if decision == "deny" else "policy").inc()
+        self.audit.record(
+            caller=dict(caller),
+            tool=tool,
+            backend=backend,
+            decision=decision,
+            outcome=outcome,
+            started=started,
+            run_id=run_id_in(result) if result is not None else None,
+            detail=detail,
+        )
 
     async def _allowed_call(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> Any:
         route = self.catalog.tool_routes.get(params.name)

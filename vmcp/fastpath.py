@@ -31,7 +31,6 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vmcp.audit import audit_outcome
 from vmcp.auth import bearer_token
 from vmcp.backends import BackendUnavailable
 from vmcp.facade import Facade
@@ -144,17 +143,8 @@ class LeanToolCalls:
             }
         self.served += 1
         await _send_json(send, status, message)
-        if self._facade.audit.enabled:
-            outcome, detail = audit_outcome(message.get("result")) if "result" in message else ("error", None)
-            self._facade.audit.record(
-                caller=caller_in(scope, meta),
-                tool=name,
-                backend=route.backend,
-                decision="allow",
-                outcome=outcome,
-                started=started,
-                detail=detail,
-            )
+        caller = caller_in(scope, meta) if self._facade.audit.enabled else {}
+        self._facade.observe(caller, name, route.backend, started, result=message.get("result", message))
         return True
 
     def _restamp(self, result: dict[str, Any]) -> dict[str, Any]:

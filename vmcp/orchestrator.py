@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -266,6 +266,28 @@ class Orchestrator:
                 }
             )
         return runs
+
+    @_reaching
+    async def run_counts(self, tools: Sequence[str]) -> tuple[dict[tuple[str, str], int], int]:
+        """Composite runs by (tool, state), and the runs waiting at an approval gate, from
+        visibility. A run that timed out or was terminated keeps the state it last upserted, so
+        the live states count only running executions, and those two are counted by Temporal's."""
+        client = await self.client()
+        base = f"WorkflowType = '{COMPOSITE_WORKFLOW}'"
+        counts: dict[tuple[str, str], int] = {}
+        for tool in tools:
+            mine = f"{base} AND {SEARCH_ATTRIBUTE_TOOL} = '{tool}'"
+            for state in ("running", "awaiting_approval", "awaiting_input"):
+                query = f"{mine} AND {SEARCH_ATTRIBUTE_STATUS} = '{state}' AND ExecutionStatus = 'Running'"
+                counts[(tool, state)] = (await client.count_workflows(query)).count
+            for state in ("completed", "failed", "cancelled"):
+                counts[(tool, state)] = (
+                    await client.count_workflows(f"{mine} AND {SEARCH_ATTRIBUTE_STATUS} = '{state}'")
+                ).count
+            for state, status in (("timed_out", "TimedOut"), ("terminated", "Terminated")):
+                counts[(tool, state)] = (await client.count_workflows(f"{mine} AND ExecutionStatus = '{status}'")).count
+        pending = f"{base} AND {SEARCH_ATTRIBUTE_PENDING_APPROVAL} = true AND ExecutionStatus = 'Running'"
+        return counts, (await client.count_workflows(pending)).count
 
     @_reaching
     async def decide(self, run_id: str, kind: str, decision: dict[str, Any], wait: float = 15.0) -> dict[str, Any]:

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import mcp_types as types
 import pytest
 import yaml
 from mcp import Client
+from prometheus_client.parser import text_string_to_metric_families
 from temporalio.client import Client as TemporalClient
 
 from tests.history_text import readable
@@ -265,3 +267,20 @@ async def test_temporals_own_cli_can_approve(stack: Stack) -> None:
     async with Client(stack.url) as client:
         result = await client.call_tool("vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
     assert result.structured_content == {"decision": "approved", "by": "alice"}
+
+
+async def test_metrics_report_runs_and_waiting_approvals_from_temporal(stack: Stack) -> None:
+    label = f"metrics-{uuid.uuid4().hex[:6]}"
+    await _call(stack, "publish", {"label": label})  # waits at its gate
+    pending = json.loads(stack.cli("runs", "list", "--pending", "--json").stdout)
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(stack.url.removesuffix("/mcp") + "/metrics")).text
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    waiting = [run for run in pending if run["tool"] == "publish"]
+    assert samples[("vmcp_approvals_waiting", ())] == len(pending) >= 1
+    assert samples[("vmcp_composite_runs", (("state", "awaiting_approval"), ("tool", "publish")))] == len(waiting)
+    assert ("vmcp_composite_runs", (("state", "completed"), ("tool", "hurry"))) in samples

@@ -14,6 +14,7 @@ import httpx
 import mcp_types as types
 import pytest
 from mcp import Client
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import VMCP
 from tests.unit.test_url_policy import HOSTILE, LEGITIMATE
@@ -159,3 +160,36 @@ async def test_an_override_naming_a_missing_parameter_keeps_the_tool_unadvertise
     assert any(
         "aggregation.backends.fault.overrides.echo.policy.txt: 'echo' has no parameter 'txt'" in w for w in warnings
     ), warnings
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_count_a_known_sequence_of_calls(served: Served) -> None:
+    async with httpx.AsyncClient() as http:
+        before = _samples((await http.get(served.vmcp.base + "/metrics")).text)
+        async with Client(served.vmcp.url, client_info=CLIENT) as client:
+            for _ in range(3):
+                assert not (await client.call_tool("fault_add", {"a": 1, "b": 2})).is_error
+            assert (await client.call_tool("fault_fail", {"message": "no"})).is_error
+            for _ in range(2):
+                assert (await client.call_tool("fetch_docs", {"address": "https://evil.test/"})).is_error
+        response = await http.get(served.vmcp.base + "/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    after = _samples(response.text)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("vmcp_tool_calls_total", tool="fault_add", backend="fault", outcome="ok") == 3
+    assert delta("vmcp_tool_calls_total", tool="fault_fail", backend="fault", outcome="tool_error") == 1
+    assert delta("vmcp_tool_calls_total", tool="fetch_docs", backend="fault", outcome="refused") == 2
+    assert delta("vmcp_denials_total", tool="fetch_docs", reason="policy") == 2
+    assert delta("vmcp_tool_call_seconds_count", tool="fault_add", backend="fault") == 3
+    assert after[("vmcp_backend_up", (("backend", "fault"),))] == 1.0
