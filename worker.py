@@ -27,6 +27,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.backend_tools import BackendToolActivities, step_policies
 from activities.notify import ApproverNotifications
+from vmcp import telemetry
 from vmcp.audit import AuditLog
 from vmcp.backends import BackendPool
 from vmcp.config import ConfigError, VmcpConfig, load_config
@@ -113,7 +114,9 @@ async def run_worker(
     Raises WorkerFailed when the Temporal worker dies on its own.
     """
     stop = stop if stop is not None else anyio.Event()
+    telemetry.setup(config.telemetry.otlp_endpoint, config.telemetry.service_name)
     async with AsyncExitStack() as stack:
+        stack.callback(telemetry.shutdown)  # flush the last spans
         if pool is None:
             pool = await stack.enter_async_context(BackendPool(config.backends, config.base_dir))
         client = await _connect_with_backoff(config, stop)

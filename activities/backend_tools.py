@@ -23,6 +23,7 @@ from mcp.shared.exceptions import MCPError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from vmcp import telemetry
 from vmcp.audit import AuditLog
 from vmcp.backends import BackendConnection, BackendPool, BackendUnavailable
 from vmcp.config import AggregationConfig
@@ -200,7 +201,7 @@ async def _call_with_heartbeats(
 async def _call(connection: BackendConnection, call: CallBackendToolInput) -> types.Result:
     """The backend call: over the lean wire when the backend allows it (a step needs no progress or
     log relay), else through the SDK client."""
-    meta = {IDEMPOTENCY_META_KEY: call.idempotency_key}
+    meta = telemetry.inject({IDEMPOTENCY_META_KEY: call.idempotency_key})  # the step's span goes on
     if connection.takes_lean_path(call.tool):
         params = {"name": call.tool, "arguments": call.arguments, "_meta": meta}
         try:

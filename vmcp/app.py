@@ -26,6 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vmcp import telemetry
 from vmcp.auth import metadata_routes, protect, refuses_anonymous
 from vmcp.backends import BackendPool
 from vmcp.config import VmcpConfig
@@ -55,6 +56,7 @@ def security_settings(config: VmcpConfig) -> TransportSecuritySettings:
 def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
     """The façade as an ASGI app. With `pool`, the caller owns the backend pool (shared with an
     in-process worker by `vmcp dev`); otherwise the app opens and closes its own."""
+    telemetry.setup(config.telemetry.otlp_endpoint, config.telemetry.service_name)
     owned_pool = pool is None
     the_pool = pool if pool is not None else BackendPool(config.backends, config.base_dir)
     facade = Facade(config, the_pool)
@@ -182,6 +184,7 @@ async def serve(
         raise StartupRefused(reason)
     refused: StartupRefused | None = None
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(telemetry.shutdown)  # flush the last spans
         if pool is None:
             pool = await stack.enter_async_context(BackendPool(config.backends, config.base_dir))
         app = create_app(config, pool)

@@ -146,11 +146,19 @@ class AuditConfig(_Strict):
     file: str | None = None
 
 
+class TelemetryConfig(_Strict):
+    # OTLP/HTTP collector for traces (e.g. http://otel-collector:4318); unset, the standard
+    # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT variables decide, and without them tracing is off
+    otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    service_name: str = "vmcp"
+
+
 class VmcpConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     authorization: AuthorizationConfig | None = None  # absent: every caller may call every tool
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     temporal: TemporalConfig = Field(default_factory=TemporalConfig)
     backends: list[BackendConfig] = Field(default_factory=list)
     aggregation: AggregationConfig = Field(default_factory=AggregationConfig)

@@ -26,6 +26,7 @@ from mcp_types import (
     LOG_LEVEL_META_KEY,
 )
 
+from vmcp import telemetry
 from vmcp.audit import AuditLog, audit_outcome, run_id_in
 from vmcp.auth import bearer_token
 from vmcp.backend_common import package_version
@@ -184,8 +185,13 @@ class Facade:
         if self.authorizer.active and not self.may_call(caller, params.name):
             self.observe(caller, params.name, None, started, decision="deny")
             return error_result(f"Tool {params.name!r} is not available to you (authorization).")
-        result = await self._allowed_call(ctx, params)
         route = self.catalog.tool_routes.get(params.name)
+        with telemetry.span(
+            f"tools/call {params.name}",
+            params.meta,
+            **{"mcp.tool": params.name, "vmcp.backend": route.backend if route is not None else None},
+        ):
+            result = await self._allowed_call(ctx, params)
         self.observe(
             caller,
             params.name,

@@ -31,6 +31,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from vmcp import telemetry
 from vmcp.auth import bearer_token
 from vmcp.backends import BackendUnavailable
 from vmcp.facade import Facade
@@ -104,6 +105,8 @@ class LeanToolCalls:
         route = self._facade.catalog.tool_routes.get(name)
         if route is None or route.shape is not None:  # a customized tool is shaped and checked by the façade
             return False
+        if telemetry.enabled():
+            return False  # traced calls take the façade's path, which makes their span
         if self._facade.authorizer.active and not self._facade.may_call(caller_in(scope, meta), name):
             return False  # the façade refuses it, saying why
         connection = self._facade.pool.connections.get(route.backend)

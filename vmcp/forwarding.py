@@ -17,6 +17,7 @@ from mcp_types import (
     PROTOCOL_VERSION_META_KEY,
 )
 
+from vmcp import telemetry
 from vmcp.auth import ANONYMOUS, caller_from_user
 from vmcp.backends import BackendConnection
 from vmcp.relay import Relay, is_modern
@@ -53,10 +54,8 @@ def has_progress_token(meta: types.RequestParamsMeta | None) -> bool:
 def forward_meta(meta: types.RequestParamsMeta | None) -> dict[str, Any] | None:
     """The caller's `_meta` minus its progress token (the backend gets a token of the SDK's own,
     whose notifications are relayed back under the caller's) and its protocol envelope."""
-    if not meta:
-        return None
-    forwarded = {k: v for k, v in meta.items() if k not in _NOT_FORWARDED}
-    return forwarded or None
+    forwarded = {k: v for k, v in (meta or {}).items() if k not in _NOT_FORWARDED}
+    return telemetry.inject(forwarded) or None  # the trace goes on from vmcp's span, when tracing is on
 
 
 def progress_relay(ctx: ServerRequestContext[Any]) -> ProgressFnT:

@@ -17,6 +17,7 @@ import anyio
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import (
     Client,
+    Interceptor,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
@@ -26,6 +27,7 @@ from temporalio.client import (
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+from vmcp import telemetry
 from vmcp.config import VmcpConfig
 from vmcp.contracts import (
     COMPOSITE_WORKFLOW,
@@ -57,7 +59,13 @@ async def connect(config: VmcpConfig) -> Client:
     temporal = config.temporal
     try:
         with anyio.fail_after(CONNECT_ATTEMPT_TIMEOUT):
-            return await Client.connect(temporal.address, namespace=temporal.namespace)
+            # with tracing on, runs and their activities join the trace of the call that started them
+            interceptors: list[Interceptor] = []
+            if telemetry.enabled():
+                from temporalio.contrib.opentelemetry import TracingInterceptor  # only with tracing on
+
+                interceptors.append(TracingInterceptor())
+            return await Client.connect(temporal.address, namespace=temporal.namespace, interceptors=interceptors)
     except TimeoutError:
         raise TemporalUnreachable(
             f"Temporal at {temporal.address} did not answer within {CONNECT_ATTEMPT_TIMEOUT:g}s"
