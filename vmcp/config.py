@@ -55,10 +55,28 @@ class DevServerConfig(_Strict):
     demo_site: str | None = None
 
 
+class TemporalTls(_Strict):
+    """mTLS to a self-hosted cluster (files mounted from a Secret); all optional: `tls: {}` is TLS
+    with the system's CAs (Temporal Cloud with an API key)."""
+
+    server_ca_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+    server_name: str | None = None  # when the certificate's name is not the address's host
+
+    @model_validator(mode="after")
+    def _pair(self) -> TemporalTls:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("client_cert_file and client_key_file go together")
+        return self
+
+
 class TemporalConfig(_Strict):
     address: str = "localhost:7233"
     namespace: str = "default"
     task_queue: str = "vmcp"
+    tls: TemporalTls | None = None  # unset: plain gRPC (a dev server, a cluster inside the mesh)
+    api_key: str | None = None  # Temporal Cloud: "${TEMPORAL_API_KEY}", read at connection time
     # The Temporal Web UI's address, for the run links in approver notifications (`vmcp dev`
     # fills in its own dev server's).
     web_ui_url: str | None = Field(default=None, pattern=r"^https?://")

@@ -25,9 +25,10 @@ from temporalio.client import (
     WorkflowQueryFailedError,
 )
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from vmcp import telemetry
+from vmcp.backend_common import BackendUnavailable, expand_env
 from vmcp.config import VmcpConfig
 from vmcp.contracts import (
     COMPOSITE_WORKFLOW,
@@ -65,13 +66,47 @@ async def connect(config: VmcpConfig) -> Client:
                 from temporalio.contrib.opentelemetry import TracingInterceptor  # only with tracing on
 
                 interceptors.append(TracingInterceptor())
-            return await Client.connect(temporal.address, namespace=temporal.namespace, interceptors=interceptors)
+            return await Client.connect(
+                temporal.address,
+                namespace=temporal.namespace,
+                interceptors=interceptors,
+                tls=_tls(config),
+                api_key=_api_key(config),
+            )
     except TimeoutError:
         raise TemporalUnreachable(
             f"Temporal at {temporal.address} did not answer within {CONNECT_ATTEMPT_TIMEOUT:g}s"
         ) from None
     except (RuntimeError, RPCError, OSError) as exc:
         raise TemporalUnreachable(f"Temporal at {temporal.address} is not reachable: {describe_error(exc)}") from None
+
+
+def _api_key(config: VmcpConfig) -> str | None:
+    if config.temporal.api_key is None:
+        return None
+    try:
+        return expand_env({"api_key": config.temporal.api_key})["api_key"]
+    except BackendUnavailable as exc:  # an unset ${VARIABLE}
+        raise TemporalUnreachable(f"temporal.api_key: {exc}") from None
+
+
+def _tls(config: VmcpConfig) -> TLSConfig | bool:
+    settings = config.temporal.tls
+    if settings is None:
+        return bool(config.temporal.api_key)  # Temporal Cloud's API keys go over TLS only
+
+    def read(name: str | None) -> bytes | None:
+        return config.resolve_path(name).read_bytes() if name else None
+
+    try:
+        return TLSConfig(
+            server_root_ca_cert=read(settings.server_ca_file),
+            client_cert=read(settings.client_cert_file),
+            client_private_key=read(settings.client_key_file),
+            domain=settings.server_name,
+        )
+    except OSError as exc:
+        raise TemporalUnreachable(f"temporal.tls: cannot read {exc.filename}: {exc.strerror}") from None
 
 
 async def check_namespace(client: Client, namespace: str) -> None:
