@@ -27,7 +27,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.backend_tools import BackendToolActivities, step_policies
 from activities.notify import ApproverNotifications
-from vmcp import telemetry
+from vmcp import logs, telemetry
 from vmcp.audit import AuditLog
 from vmcp.backends import BackendPool
 from vmcp.config import ConfigError, VmcpConfig, load_config
@@ -234,11 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--config", help=f"configuration file (default: $VMCP_CONFIG or {DEFAULT_CONFIG})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    parser.add_argument("--log-format", choices=["text", "json"], help="default: $VMCP_LOG_FORMAT, else text")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(logging.DEBUG if args.verbose else logging.WARNING, args.log_format)
     if not args.verbose:
         logging.getLogger("vmcp").setLevel(logging.INFO)
     path = args.config or os.environ.get("VMCP_CONFIG") or DEFAULT_CONFIG

@@ -23,7 +23,7 @@ from mcp.shared.exceptions import MCPError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from vmcp import telemetry
+from vmcp import logs, telemetry
 from vmcp.audit import AuditLog
 from vmcp.backends import BackendConnection, BackendPool, BackendUnavailable
 from vmcp.config import AggregationConfig
@@ -71,6 +71,10 @@ class BackendToolActivities:
 
     @activity.defn(name=CALL_BACKEND_TOOL)
     async def call_backend_tool(self, call: CallBackendToolInput) -> CallBackendToolOutput:
+        with logs.about_run(activity.info().workflow_id or "", call.step_id):
+            return await self._audited(call)
+
+    async def _audited(self, call: CallBackendToolInput) -> CallBackendToolOutput:
         if self.audit is None or not self.audit.enabled:
             return await self._call_backend_tool(call)
         started = time.monotonic()

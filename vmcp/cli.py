@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from vmcp import logs
 from vmcp.config import ConfigError, VmcpConfig, load_config
 
 DEFAULT_CONFIG = "temporal-dev.yaml"
@@ -189,6 +190,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vmcp", description="A durable virtual MCP server on Temporal.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="log lines as text or JSON (default: $VMCP_LOG_FORMAT, else text)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     dev = sub.add_parser("dev", help="run Temporal dev server, worker and façade together")
@@ -229,10 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(logging.DEBUG if args.verbose else logging.WARNING, args.log_format)
     # worker.py lives at the repository root, beside the packages
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     try:

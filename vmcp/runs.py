@@ -22,6 +22,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.validators import validator_for
 from mcp.server.context import ServerRequestContext
 
+from vmcp import logs
 from vmcp.auth import run_caller
 from vmcp.catalog import Catalog
 from vmcp.composite import CompositeTool, ForEachStep, ToolStep, resolve, resolve_tool
@@ -167,7 +168,8 @@ class CompositeRuns:
         definition = resolved.model_dump(mode="json")
         run = CompositeRunInput(tool=tool.name, definition=definition, params=params, caller=run_caller(caller_of(ctx)))
         await self.orchestrator.start(run_id, run, tool.run_timeout)
-        return await self._follow(ctx, run_id, tool)
+        with logs.about_run(run_id):
+            return await self._follow(ctx, run_id, tool)
 
     async def _resume(
         self,
