@@ -17,7 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vmcp.auth_config import AuthConfig, AuthorizationConfig, BackendAuth
-from vmcp.composite import CompositeTool, check_composites
+from vmcp.composite import CompositeTool
+from vmcp.composite_checks import check_composites
 from vmcp.config_types import ConfigIssue, Seconds
 from vmcp.tool_overrides import ToolOverride
 

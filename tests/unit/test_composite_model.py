@@ -14,15 +14,8 @@ import yaml
 from pydantic import ValidationError
 
 from vmcp.catalog import BackendListing, Catalog, CatalogError, build_catalog
-from vmcp.composite import (
-    CompositeTool,
-    ForEachStep,
-    ToolStep,
-    check_composites,
-    find_cycle,
-    resolve,
-    resolve_tool,
-)
+from vmcp.composite import CompositeTool, ForEachStep, ToolStep, resolve, resolve_tool
+from vmcp.composite_checks import check_composites, find_cycle
 from vmcp.config import AggregationConfig, ConfigError, parse_config
 from vmcp.config_types import ConfigIssue
 

@@ -17,6 +17,7 @@ PURE_MODULES = {
     "vmcp.catalog",
     "vmcp.contracts",
     "vmcp.composite",
+    "vmcp.composite_checks",
     "vmcp.templating",
     "vmcp.url_policy",
     "vmcp.tool_overrides",
