@@ -14,18 +14,13 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, TypeVar, cast
 
 import anyio
-import httpx2
 import mcp_types as types
 from anyio.abc import TaskGroup
 from mcp import Client
-from mcp.shared.dispatcher import ProgressFnT
-from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from vmcp.backend_changes import ChangeFollowing
@@ -39,32 +34,21 @@ from vmcp.backend_common import (
     describe_error,
     first_of,
 )
+from vmcp.backend_requests import BackendRequests
 from vmcp.backend_transport import open_client, open_wire
 from vmcp.catalog import BackendListing
 from vmcp.config import BackendConfig
-from vmcp.credentials import Credentials, passed_headers
-from vmcp.http1 import Http1Error
-from vmcp.wire import ModernHttpWire, WireProtocolError
+from vmcp.credentials import Credentials
+from vmcp.wire import ModernHttpWire
 
 logger = logging.getLogger(__name__)
 
-_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    anyio.ClosedResourceError,
-    anyio.BrokenResourceError,
-    anyio.EndOfStream,
-    httpx2.TransportError,
-    ConnectionError,
-    OSError,
-)
 _FIRST_RETRY = 0.2
 _MAX_RETRY = 10.0
 _STABLE_SECONDS = 1.0
-# A handshake-era HTTP backend that restarted no longer knows our Mcp-Session-Id (HTTP 404).
-_SESSION_GONE = frozenset({"Session not found", "Session terminated"})
-_T = TypeVar("_T")
 
 
-class BackendConnection(ChangeFollowing):
+class BackendConnection(BackendRequests, ChangeFollowing):
     def __init__(
         self,
         config: BackendConfig,
@@ -209,44 +193,6 @@ class BackendConnection(ChangeFollowing):
         self.settled.set()
         self._set_state("closed")
 
-    def takes_lean_path(self, tool: str) -> bool:
-        """Whether a plain tools/call of `tool` can go out as one raw POST (`x-mcp-header`
-        tools need the SDK's Mcp-Param header mirroring)."""
-        return self.wire is not None and self.state == "ready" and tool not in self._header_bound_tools
-
-    async def forward_tool_call(
-        self,
-        params: dict[str, Any],
-        *,
-        caller_capabilities: dict[str, Any] | None,
-        timeout: float | None = None,
-        client_headers: Mapping[str, str] | None = None,
-        caller_token: str | None = None,
-    ) -> dict[str, Any]:
-        """Relay a raw tools/call (params already carry the backend's tool name); the result
-        dict comes back untouched. WireError carries a JSON-RPC error from the backend.
-        `client_headers` (the caller's request headers) pass on as `pass_headers` allows;
-        `caller_token` is what a `token_exchange` backend exchanges."""
-        wire = self.wire
-        if wire is None:
-            raise BackendUnavailable(f"backend {self.name!r} is unavailable ({self.state})")
-        headers = passed_headers(self.config.pass_headers, client_headers)
-        headers.update(await self.credentials.headers(caller_token))
-        try:
-            return await wire.call_tool(
-                params["name"],
-                params,
-                caller_capabilities=caller_capabilities,
-                timeout=timeout or self.config.timeout,
-                headers=headers,
-            )
-        except TimeoutError as exc:
-            limit = timeout or self.config.timeout
-            raise BackendUnavailable(f"backend {self.name!r} did not answer within {limit:g}s") from exc
-        except (Http1Error, OSError, WireProtocolError) as exc:
-            self._mark_broken()
-            raise BackendUnavailable(f"backend {self.name!r} connection failed: {describe_error(exc)}") from exc
-
     async def _list(self, client: Client) -> BackendListing:
         caps = client.server_capabilities
         tools: list[types.Tool] = []
@@ -301,120 +247,11 @@ class BackendConnection(ChangeFollowing):
         reason = f": {self.last_error}" if self.last_error else ""
         raise BackendUnavailable(f"backend {self.name!r} is unavailable ({self.state}){reason}")
 
-    async def _guard(self, call: Awaitable[_T], timeout: float | None = None) -> _T:
-        """Turn connection-level failures into BackendUnavailable and schedule a reconnect.
-
-        MCP errors the backend sent on purpose (invalid params, unknown method) pass through
-        untouched: they are the backend's answer, not a broken connection.
-        """
-        try:
-            return await call
-        except MCPError as exc:
-            if exc.error.code == types.CONNECTION_CLOSED or (
-                exc.error.code == types.INVALID_REQUEST and exc.error.message in _SESSION_GONE
-            ):
-                self._mark_broken()
-                raise BackendUnavailable(f"backend {self.name!r} closed the connection; reconnecting") from exc
-            if exc.error.code == types.REQUEST_TIMEOUT:
-                raise BackendUnavailable(
-                    f"backend {self.name!r} did not answer within {timeout or self.config.timeout:g}s"
-                ) from exc
-            raise
-        except _TRANSPORT_ERRORS as exc:
-            self._mark_broken()
-            raise BackendUnavailable(f"backend {self.name!r} connection failed: {describe_error(exc)}") from exc
-
-    async def call_tool(
-        self,
-        name: str,
-        arguments: dict[str, Any] | None,
-        *,
-        meta: dict[str, Any] | None = None,
-        progress: ProgressFnT | None = None,
-        timeout: float | None = None,
-        input_responses: types.InputResponses | None = None,
-        request_state: str | None = None,
-    ) -> types.CallToolResult | types.InputRequiredResult | types.Result:
-        client = await self._ready_client()
-        return await self._guard(
-            client.session.call_tool(  # type: ignore[misc]
-                name,
-                arguments,
-                read_timeout_seconds=timeout or self.config.timeout,
-                progress_callback=progress,
-                meta=meta,  # type: ignore[arg-type]
-                input_responses=input_responses,
-                request_state=request_state,
-                allow_input_required=True,
-                allow_claimed=True,
-            ),
-            timeout,
-        )
-
-    async def get_prompt(
-        self,
-        name: str,
-        arguments: dict[str, str] | None,
-        *,
-        meta: dict[str, Any] | None = None,
-        input_responses: types.InputResponses | None = None,
-        request_state: str | None = None,
-    ) -> types.GetPromptResult | types.InputRequiredResult:
-        client = await self._ready_client()
-        return await self._guard(
-            client.session.get_prompt(  # type: ignore[call-overload]
-                name,
-                arguments,
-                meta=cast(types.RequestParamsMeta | None, meta),
-                input_responses=input_responses,
-                request_state=request_state,
-                allow_input_required=True,
-            )
-        )
-
-    async def read_resource(
-        self,
-        uri: str,
-        *,
-        meta: dict[str, Any] | None = None,
-        input_responses: types.InputResponses | None = None,
-        request_state: str | None = None,
-    ) -> types.ReadResourceResult | types.InputRequiredResult:
-        client = await self._ready_client()
-        return await self._guard(
-            client.session.read_resource(  # type: ignore[call-overload]
-                uri,
-                meta=cast(types.RequestParamsMeta | None, meta),
-                input_responses=input_responses,
-                request_state=request_state,
-                allow_input_required=True,
-            )
-        )
-
-    async def complete(
-        self,
-        ref: types.PromptReference | types.ResourceTemplateReference,
-        argument: dict[str, str],
-        context_arguments: dict[str, str] | None = None,
-    ) -> types.CompleteResult:
-        client = await self._ready_client()
-        return await self._guard(client.session.complete(ref, argument, context_arguments))
-
     @property
     def is_modern(self) -> bool:
         """Whether the live connection speaks the 2026-07-28 revision."""
         client = self._client
         return client is not None and client.protocol_version in MODERN_PROTOCOL_VERSIONS
-
-    async def set_logging_level(self, level: types.LoggingLevel) -> None:
-        """Handshake-era backends take the level per connection; 2026-07-28 ones per request."""
-        client = await self._ready_client()
-        if not self.is_modern and client.server_capabilities.logging is not None:
-            await self._guard(client.session.set_logging_level(level))
-
-    async def ping(self) -> None:
-        client = await self._ready_client()
-        await self._guard(client.session.send_ping())
 
     def status(self) -> BackendStatus:
         client = self._client
