@@ -1,11 +1,6 @@
-"""The backend pool: one long-lived MCP connection per backend, shared by every caller.
-
-Each backend gets a supervisor task that owns its `mcp.Client` (the SDK needs a client to
-be opened and closed in the same task), lists what the backend offers, and reconnects with
-backoff whenever the connection breaks. Callers from any task send requests over the shared
-session concurrently; a call that finds the backend reconnecting waits for it (bounded by
-`connect_timeout`) instead of failing, so a backend restart costs at most the one call that was
-in flight when it died.
+"""The backend pool: one long-lived MCP connection per backend (`vmcp.connection`), shared by
+every caller, opened together when the pool is entered and closed together when it is left; it
+hands each backend's traffic to the façade's relay and tells the façade when a listing changes.
 """
 
 from __future__ import annotations

@@ -26,6 +26,8 @@ import pytest
 import yaml
 from mcp import Client
 
+from tests.conftest import free_port
+
 BIN = Path(sys.executable).parent
 VMCP = str(BIN / "vmcp")
 TEMPORAL = str(BIN / "temporal")
@@ -39,12 +41,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.temporal]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -41,6 +40,7 @@ import yaml
 from mcp import Client
 from temporalio.client import Client as TemporalClient
 
+from tests.conftest import free_port
 from vmcp.config import parse_config
 from vmcp.orchestrator import TemporalUnreachable, check_namespace, connect
 from vmcp.temporal_dev import temporal_command
@@ -57,12 +57,6 @@ QUICK = "quick_tally"
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def poll(condition: Callable[[], Awaitable[T]], what: str, timeout: float = DEADLINE) -> T:
