@@ -27,9 +27,9 @@ from vmcp.auth import run_caller
 from vmcp.catalog import Catalog
 from vmcp.composite import CompositeTool, ForEachStep, ToolStep, resolve, resolve_tool
 from vmcp.config import VmcpConfig
-from vmcp.contracts import CompositeRunInput, CompositeRunOutput
+from vmcp.contracts import SIGNAL_APPROVE, SIGNAL_REJECT, CompositeRunInput, CompositeRunOutput
 from vmcp.forwarding import caller_of
-from vmcp.orchestrator import Orchestrator, RunNotFound, TemporalUnreachable
+from vmcp.orchestrator import Orchestrator, RunNotFound, RunNotWaiting, TemporalUnreachable
 from vmcp.questions import Questions, can_elicit, open_questions
 from vmcp.relay import is_modern
 from vmcp.request_state import InvalidState
@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 STATUS_TOOL = "vmcp_run_status"
 RESULT_TOOL = "vmcp_run_result"
 CANCEL_TOOL = "vmcp_run_cancel"
+APPROVE_TOOL = "vmcp_run_approve"
+REJECT_TOOL = "vmcp_run_reject"
 _PROGRESS_POLL = 0.25
 _MAX_RESULT_WAIT = 300.0
 _FINISHED = ("completed", "failed", "skipped")
@@ -47,6 +49,7 @@ _WAITING_FOR_PEOPLE = ("awaiting_approval", "awaiting_input")
 _MAX_QUESTION_ROUNDS = 5  # answers refused in a row before the call returns the run id instead
 
 _RUN_ID_SCHEMA = {"type": "string", "description": "A run id, `vmcp-<tool>-<uuid>`, as a composite call returned it."}
+_STEP_SCHEMA = {"type": "string", "description": "The gate's step id; needed only when several gates wait."}
 BUILTIN_TOOLS = [
     types.Tool(
         name=STATUS_TOOL,
@@ -69,6 +72,24 @@ BUILTIN_TOOLS = [
         name=CANCEL_TOOL,
         description="Cancel a composite-tool run: running steps are cancelled, no later step starts.",
         input_schema={"type": "object", "properties": {"run_id": _RUN_ID_SCHEMA}, "required": ["run_id"]},
+    ),
+    types.Tool(
+        name=APPROVE_TOOL,
+        description="Approve a run waiting at an approval gate, as the authenticated caller (its subject and groups).",
+        input_schema={
+            "type": "object",
+            "properties": {"run_id": _RUN_ID_SCHEMA, "step": _STEP_SCHEMA, "comment": {"type": "string"}},
+            "required": ["run_id"],
+        },
+    ),
+    types.Tool(
+        name=REJECT_TOOL,
+        description="Reject a run waiting at an approval gate, as the authenticated caller; the run ends there.",
+        input_schema={
+            "type": "object",
+            "properties": {"run_id": _RUN_ID_SCHEMA, "step": _STEP_SCHEMA, "reason": {"type": "string"}},
+            "required": ["run_id", "reason"],
+        },
     ),
 ]
 
@@ -140,7 +161,7 @@ class CompositeRuns:
         name, arguments = params.name, dict(params.arguments or {})
         try:
             if name not in self.tools:
-                return await self._builtin(name, arguments)
+                return await self._builtin(ctx, name, arguments)
             if params.request_state is not None:  # a 2026-07-28 client answering a run's question
                 return await self._resume(ctx, self.tools[name], params.request_state, params.input_responses)
             return await self._run(ctx, self.tools[name], arguments, catalog)
@@ -272,10 +293,14 @@ class CompositeRuns:
 
     # ------------------------------------------------------------------ built-in tools
 
-    async def _builtin(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    async def _builtin(
+        self, ctx: ServerRequestContext[Any], name: str, arguments: dict[str, Any]
+    ) -> types.CallToolResult:
         run_id = arguments.get("run_id")
         if not isinstance(run_id, str) or not run_id:
             return _error(f"{name}: argument `run_id` is required (a run id such as vmcp-<tool>-<uuid>)")
+        if name in (APPROVE_TOOL, REJECT_TOOL):
+            return await self._decide(ctx, name, run_id, arguments)
         if name == STATUS_TOOL:
             return _data(await self.orchestrator.status(run_id))
         if name == CANCEL_TOOL:
@@ -288,6 +313,32 @@ class CompositeRuns:
         if output is None:
             return self._still_going(run_id, await self.orchestrator.status(run_id))
         return _result(run_id, output)
+
+    async def _decide(
+        self, ctx: ServerRequestContext[Any], name: str, run_id: str, arguments: dict[str, Any]
+    ) -> types.CallToolResult:
+        """An approval decision from an MCP client: the approver is who the token says the caller
+        is (subject and groups), not something it declares, as the CLI's `--as` is."""
+        kind = SIGNAL_APPROVE if name == APPROVE_TOOL else SIGNAL_REJECT
+        note = arguments.get("comment" if kind == SIGNAL_APPROVE else "reason")
+        if kind == SIGNAL_REJECT and (not isinstance(note, str) or not note.strip()):
+            return _error(f"{name}: argument `reason` is required")
+        caller = caller_of(ctx)
+        decision: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "approver": caller.get("subject"),
+            "groups": list(caller.get("groups") or []),
+            "comment" if kind == SIGNAL_APPROVE else "reason": note,
+        }
+        if isinstance(arguments.get("step"), str):
+            decision["step"] = arguments["step"]
+        try:
+            record = await self.orchestrator.decide(run_id, kind, decision)
+        except RunNotWaiting as exc:
+            return _error(f"{name}: {exc}")
+        if record.get("outcome") != "accepted":
+            return _error(f"{name}: refused: {record.get('problem')}")
+        return _data({"run_id": run_id, "step": record.get("step"), "decision": kind, "by": decision["approver"]})
 
 
 def _result(run_id: str, output: CompositeRunOutput) -> types.CallToolResult:
