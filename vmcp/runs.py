@@ -10,7 +10,6 @@ orchestrator is the only module that talks to Temporal.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -27,84 +26,21 @@ from vmcp.auth import run_caller
 from vmcp.catalog import Catalog
 from vmcp.composite import CompositeTool, ForEachStep, ToolStep, resolve, resolve_tool
 from vmcp.config import VmcpConfig
-from vmcp.contracts import SIGNAL_APPROVE, SIGNAL_REJECT, CompositeRunInput, CompositeRunOutput
+from vmcp.contracts import CompositeRunInput, CompositeRunOutput
 from vmcp.forwarding import caller_of
-from vmcp.orchestrator import Orchestrator, RunNotFound, RunNotWaiting, TemporalUnreachable
+from vmcp.orchestrator import Orchestrator, RunNotFound, TemporalUnreachable
 from vmcp.questions import Questions, can_elicit, open_questions
 from vmcp.relay import is_modern
 from vmcp.request_state import InvalidState
+from vmcp.run_tools import BUILTIN_TOOLS, RunTools, error, result_of, still_going
 
 logger = logging.getLogger(__name__)
 
-STATUS_TOOL = "vmcp_run_status"
-RESULT_TOOL = "vmcp_run_result"
-CANCEL_TOOL = "vmcp_run_cancel"
-APPROVE_TOOL = "vmcp_run_approve"
-REJECT_TOOL = "vmcp_run_reject"
 _PROGRESS_POLL = 0.25
-_MAX_RESULT_WAIT = 300.0
 _FINISHED = ("completed", "failed", "skipped")
 _GATES = ("approval", "elicitation")
 _WAITING_FOR_PEOPLE = ("awaiting_approval", "awaiting_input")
 _MAX_QUESTION_ROUNDS = 5  # answers refused in a row before the call returns the run id instead
-
-_RUN_ID_SCHEMA = {"type": "string", "description": "A run id, `vmcp-<tool>-<uuid>`, as a composite call returned it."}
-_STEP_SCHEMA = {"type": "string", "description": "The gate's step id; needed only when several gates wait."}
-BUILTIN_TOOLS = [
-    types.Tool(
-        name=STATUS_TOOL,
-        description="State of a composite-tool run and of each of its steps (status, timing, attempts, errors).",
-        input_schema={"type": "object", "properties": {"run_id": _RUN_ID_SCHEMA}, "required": ["run_id"]},
-    ),
-    types.Tool(
-        name=RESULT_TOOL,
-        description="The result of a composite-tool run, waiting up to `wait_seconds` for it to finish.",
-        input_schema={
-            "type": "object",
-            "properties": {
-                "run_id": _RUN_ID_SCHEMA,
-                "wait_seconds": {"type": "number", "minimum": 0, "maximum": _MAX_RESULT_WAIT, "default": 0},
-            },
-            "required": ["run_id"],
-        },
-    ),
-    types.Tool(
-        name=CANCEL_TOOL,
-        description="Cancel a composite-tool run: running steps are cancelled, no later step starts.",
-        input_schema={"type": "object", "properties": {"run_id": _RUN_ID_SCHEMA}, "required": ["run_id"]},
-    ),
-    types.Tool(
-        name=APPROVE_TOOL,
-        description="Approve a run waiting at an approval gate, as the authenticated caller (its subject and groups).",
-        input_schema={
-            "type": "object",
-            "properties": {"run_id": _RUN_ID_SCHEMA, "step": _STEP_SCHEMA, "comment": {"type": "string"}},
-            "required": ["run_id"],
-        },
-    ),
-    types.Tool(
-        name=REJECT_TOOL,
-        description="Reject a run waiting at an approval gate, as the authenticated caller; the run ends there.",
-        input_schema={
-            "type": "object",
-            "properties": {"run_id": _RUN_ID_SCHEMA, "step": _STEP_SCHEMA, "reason": {"type": "string"}},
-            "required": ["run_id", "reason"],
-        },
-    ),
-]
-
-
-def _error(text: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
-
-
-def _data(structured: Any, text: str | None = None, *, is_error: bool = False) -> types.CallToolResult:
-    body = text if text is not None else json.dumps(structured, sort_keys=True, default=str)
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=body)],
-        structured_content=structured if isinstance(structured, dict) else {"result": structured},
-        is_error=is_error,
-    )
 
 
 class CompositeRuns:
@@ -112,6 +48,7 @@ class CompositeRuns:
         self.config = config
         self.tools: dict[str, CompositeTool] = {tool.name: tool for tool in config.composite_tools}
         self.orchestrator = orchestrator or Orchestrator(config)
+        self.run_tools = RunTools(self.orchestrator)
         self.questions = Questions(self.orchestrator, config.resolve_path(config.server.request_state_key_file))
         self._validators = {name: _validator(tool.parameters) for name, tool in self.tools.items()}
 
@@ -161,16 +98,16 @@ class CompositeRuns:
         name, arguments = params.name, dict(params.arguments or {})
         try:
             if name not in self.tools:
-                return await self._builtin(ctx, name, arguments)
+                return await self.run_tools.call(ctx, name, arguments)
             if params.request_state is not None:  # a 2026-07-28 client answering a run's question
                 return await self._resume(ctx, self.tools[name], params.request_state, params.input_responses)
             return await self._run(ctx, self.tools[name], arguments, catalog)
         except InvalidState as exc:
-            return _error(f"{name}: {exc}")
+            return error(f"{name}: {exc}")
         except TemporalUnreachable as exc:
-            return _error(f"{name}: composite tools run on Temporal, which is not reachable now: {exc}")
+            return error(f"{name}: composite tools run on Temporal, which is not reachable now: {exc}")
         except RunNotFound as exc:
-            return _error(f"no run {exc.args[0]!r}: unknown run id (runs are kept for the namespace's retention)")
+            return error(f"no run {exc.args[0]!r}: unknown run id (runs are kept for the namespace's retention)")
 
     # ------------------------------------------------------------------ composite calls
 
@@ -180,11 +117,11 @@ class CompositeRuns:
         params = with_defaults(tool.parameters, arguments)
         problems = sorted(self._validators[tool.name].iter_errors(params), key=lambda e: list(e.path))
         if problems:
-            return _error(f"{tool.name}: invalid arguments: " + "; ".join(_describe(p) for p in problems))
+            return error(f"{tool.name}: invalid arguments: " + "; ".join(_describe(p) for p in problems))
         index = list(self.tools).index(tool.name)
         resolved, issues = resolve(tool, catalog, [b.name for b in self.config.backends], index)
         if issues:
-            return _error(f"{tool.name} cannot run: " + "; ".join(issue.message for issue in issues))
+            return error(f"{tool.name} cannot run: " + "; ".join(issue.message for issue in issues))
         run_id = f"vmcp-{tool.name}-{uuid.uuid4()}"
         definition = resolved.model_dump(mode="json")
         run = CompositeRunInput(tool=tool.name, definition=definition, params=params, caller=run_caller(caller_of(ctx)))
@@ -201,7 +138,7 @@ class CompositeRuns:
     ) -> types.CallToolResult | types.InputRequiredResult:
         pending = self.questions.sealer.open(request_state)
         if pending.tool != tool.name:
-            return _error(f"{tool.name}: this requestState belongs to a call of {pending.tool!r}")
+            return error(f"{tool.name}: this requestState belongs to a call of {pending.tool!r}")
         await self.questions.deliver_all(pending, responses)
         return await self._follow(ctx, pending.run_id, tool)
 
@@ -215,16 +152,16 @@ class CompositeRuns:
         for _ in range(_MAX_QUESTION_ROUNDS):
             output = await self._wait(ctx, run_id, tool, max(0.0, deadline - anyio.current_time()))
             if output is not None:
-                return _result(run_id, output)
+                return result_of(run_id, output)
             status = await self.orchestrator.status(run_id)
             questions = open_questions(status)
             if not questions or not can_elicit(ctx) or anyio.current_time() >= deadline:
-                return self._still_going(run_id, status)
+                return still_going(run_id, status)
             if is_modern(ctx):
                 return self.questions.input_required(run_id, tool.name, questions)
             if not await self.questions.ask_mid_call(ctx, run_id, questions):
-                return self._still_going(run_id, status)  # it could not answer: the run waits for a signal
-        return self._still_going(run_id, await self.orchestrator.status(run_id))
+                return still_going(run_id, status)  # it could not answer: the run waits for a signal
+        return still_going(run_id, await self.orchestrator.status(run_id))
 
     async def _wait(
         self, ctx: ServerRequestContext[Any], run_id: str, tool: CompositeTool, wait: float
@@ -280,70 +217,6 @@ class CompositeRuns:
             await announce(outcome[0].steps)
             return outcome[0]
         return None
-
-    def _still_going(self, run_id: str, status: Mapping[str, Any]) -> types.CallToolResult:
-        state = status.get("state", "running")
-        waiting = status.get("waiting_for") or {}
-        body = {"run_id": run_id, "state": state, "waiting_for": waiting}
-        text = (
-            f"Run {run_id} is {state.replace('_', ' ')}. Fetch its result later with "
-            f"{RESULT_TOOL}(run_id) or follow it with {STATUS_TOOL}(run_id)."
-        )
-        return _data(body, text)
-
-    # ------------------------------------------------------------------ built-in tools
-
-    async def _builtin(
-        self, ctx: ServerRequestContext[Any], name: str, arguments: dict[str, Any]
-    ) -> types.CallToolResult:
-        run_id = arguments.get("run_id")
-        if not isinstance(run_id, str) or not run_id:
-            return _error(f"{name}: argument `run_id` is required (a run id such as vmcp-<tool>-<uuid>)")
-        if name in (APPROVE_TOOL, REJECT_TOOL):
-            return await self._decide(ctx, name, run_id, arguments)
-        if name == STATUS_TOOL:
-            return _data(await self.orchestrator.status(run_id))
-        if name == CANCEL_TOOL:
-            await self.orchestrator.cancel(run_id)
-            return _data({"run_id": run_id, "cancel_requested": True})
-        wait = arguments.get("wait_seconds", 0)
-        if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= _MAX_RESULT_WAIT:
-            return _error(f"{name}: argument `wait_seconds` must be a number from 0 to {_MAX_RESULT_WAIT:g}")
-        output = await self.orchestrator.result(run_id, float(wait))
-        if output is None:
-            return self._still_going(run_id, await self.orchestrator.status(run_id))
-        return _result(run_id, output)
-
-    async def _decide(
-        self, ctx: ServerRequestContext[Any], name: str, run_id: str, arguments: dict[str, Any]
-    ) -> types.CallToolResult:
-        """An approval decision from an MCP client: the approver is who the token says the caller
-        is (subject and groups), not something it declares, as the CLI's `--as` is."""
-        kind = SIGNAL_APPROVE if name == APPROVE_TOOL else SIGNAL_REJECT
-        note = arguments.get("comment" if kind == SIGNAL_APPROVE else "reason")
-        if kind == SIGNAL_REJECT and (not isinstance(note, str) or not note.strip()):
-            return _error(f"{name}: argument `reason` is required")
-        caller = caller_of(ctx)
-        decision: dict[str, Any] = {
-            "id": str(uuid.uuid4()),
-            "approver": caller.get("subject"),
-            "groups": list(caller.get("groups") or []),
-            "comment" if kind == SIGNAL_APPROVE else "reason": note,
-        }
-        if isinstance(arguments.get("step"), str):
-            decision["step"] = arguments["step"]
-        try:
-            record = await self.orchestrator.decide(run_id, kind, decision)
-        except RunNotWaiting as exc:
-            return _error(f"{name}: {exc}")
-        if record.get("outcome") != "accepted":
-            return _error(f"{name}: refused: {record.get('problem')}")
-        return _data({"run_id": run_id, "step": record.get("step"), "decision": kind, "by": decision["approver"]})
-
-
-def _result(run_id: str, output: CompositeRunOutput) -> types.CallToolResult:
-    result = _data(output.structured, output.text, is_error=output.is_error)
-    return result.model_copy(update={"meta": {"io.vmcp/run_id": run_id}})
 
 
 def _dependency_order(tool: CompositeTool) -> dict[str, int]:
