@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import mcp_types as types
+
 logger = logging.getLogger(__name__)
 
 
@@ -87,7 +89,14 @@ class AuditLog:
 def audit_outcome(result: Any) -> tuple[str, str | None]:
     """(`ok` | `tool_error` | `input_required` | `running`, a short detail) of a tools/call result:
     a model, or the raw dict the lean path relays."""
-    data = result.model_dump(by_alias=True, exclude_none=True) if hasattr(result, "model_dump") else result
+    if isinstance(result, types.InputRequiredResult):
+        return "input_required", None
+    if isinstance(result, types.CallToolResult):  # read as it is: every call passes here, no dump
+        data: Any = {"isError": result.is_error, "structuredContent": result.structured_content}
+        if result.is_error:
+            data["content"] = [{"text": b.text} for b in result.content if isinstance(b, types.TextContent)]
+    else:
+        data = result
     if not isinstance(data, dict):
         return "ok", None
     if isinstance(data.get("error"), dict) and "jsonrpc" in data:  # the backend's JSON-RPC error, relayed
