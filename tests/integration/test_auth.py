@@ -49,6 +49,16 @@ class Issuer(JsonEndpoint):
             keys.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
         return {"keys": keys}
 
+    def auth_settings(self) -> dict[str, Any]:
+        """vmcp's `auth:` section for tokens of this issuer."""
+        return {
+            "mode": "oauth",
+            "issuer": self.url,
+            "audience": AUDIENCE,
+            "jwks_url": self.url + "jwks.json",
+            "required_scopes": [SCOPE],
+        }
+
     def token(self, *, kid: str = "k1", key: Any = None, **claims: Any) -> str:
         now = int(time.time())
         body = {"iss": self.url, "aud": AUDIENCE, "sub": "alice", "exp": now + 300, "iat": now, "scope": SCOPE}
@@ -79,14 +89,8 @@ def served(module_procs: Any, issuer: Issuer, endpoint: TokenEndpoint) -> Any:
     exchanging = module_procs.fault_http("exchanging")
     config = {
         "server": {"host": "127.0.0.1", "port": 0},
-        "auth": {
-            "mode": "oauth",
-            "issuer": issuer.url,
-            "audience": AUDIENCE,
-            "jwks_url": issuer.url + "jwks.json",
-            "required_scopes": [SCOPE],
-            "jwks_cooldown": "500ms",  # the default 30 s between forced refetches would slow the test
-        },
+        # the default 30 s between forced refetches would slow the key-rotation test
+        "auth": {**issuer.auth_settings(), "jwks_cooldown": "500ms"},
         "backends": [
             {"name": "fault", "transport": "streamable-http", "url": fault.url},
             {
@@ -331,13 +335,10 @@ def introspected(module_procs: Any, issuer: Issuer) -> Iterator[tuple[Any, Intro
     config = {
         "server": {"host": "127.0.0.1", "port": 0},
         "auth": {
-            "mode": "oauth",
-            "issuer": issuer.url,
-            "audience": AUDIENCE,
+            **{k: v for k, v in issuer.auth_settings().items() if k != "jwks_url"},
             "introspection_url": endpoint.url,
             "introspection_client_id": "vmcp-rs",
             "introspection_client_secret": "${VMCP_TEST_INTROSPECTION_SECRET}",
-            "required_scopes": [SCOPE],
         },
         "backends": [{"name": "fault", "transport": "streamable-http", "url": fault.url}],
         "aggregation": {

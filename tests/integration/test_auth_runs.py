@@ -17,7 +17,7 @@ from mcp.client.streamable_http import streamable_http_client
 from temporalio.client import Client as TemporalClient
 
 from tests.history_text import readable
-from tests.integration.test_auth import AUDIENCE, SCOPE, Issuer
+from tests.integration.test_auth import Issuer
 from tests.integration.test_backend_credentials import CLIENT_SECRET, TokenEndpoint
 from tests.integration.test_composite import _DevProcess
 
@@ -43,13 +43,7 @@ def stack(
     temporal = f"127.0.0.1:{free_port()}"
     config = {
         "server": {"host": "127.0.0.1", "port": 0},
-        "auth": {
-            "mode": "oauth",
-            "issuer": issuer.url,
-            "audience": AUDIENCE,
-            "jwks_url": issuer.url + "jwks.json",
-            "required_scopes": [SCOPE],
-        },
+        "auth": issuer.auth_settings(),
         "temporal": {
             "address": temporal,
             "task_queue": f"vmcp-auth-{uuid.uuid4().hex[:8]}",
