@@ -27,11 +27,12 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.backend_tools import BackendToolActivities, step_policies
 from activities.notify import ApproverNotifications
-from vmcp import logs, telemetry
-from vmcp.audit import AuditLog
-from vmcp.backends import BackendPool
-from vmcp.config import ConfigError, VmcpConfig, load_config
-from vmcp.orchestrator import TemporalUnreachable, check_namespace, connect
+from vmcp.backends.pool import BackendPool
+from vmcp.config.loading import ConfigError, load_config
+from vmcp.config.models import VmcpConfig
+from vmcp.ops import logs, telemetry
+from vmcp.ops.audit import AuditLog
+from vmcp.runs.orchestrator import TemporalUnreachable, check_namespace, connect
 
 logger = logging.getLogger("vmcp.worker")
 

@@ -23,11 +23,9 @@ from mcp.shared.exceptions import MCPError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from vmcp import logs, telemetry
-from vmcp.audit import AuditLog
-from vmcp.backends import BackendConnection, BackendPool, BackendUnavailable
-from vmcp.config import AggregationConfig
-from vmcp.contracts import (
+from vmcp.backends.pool import BackendConnection, BackendPool, BackendUnavailable
+from vmcp.backends.wire import WireError
+from vmcp.composite.contracts import (
     CALL_BACKEND_TOOL,
     ERROR_BACKEND_PROTOCOL,
     ERROR_BACKEND_UNAVAILABLE,
@@ -41,9 +39,11 @@ from vmcp.contracts import (
     CallBackendToolInput,
     CallBackendToolOutput,
 )
-from vmcp.policy import violation
-from vmcp.tool_overrides import ParameterPolicy
-from vmcp.wire import WireError
+from vmcp.config.models import AggregationConfig
+from vmcp.config.overrides import ParameterPolicy
+from vmcp.ops import logs, telemetry
+from vmcp.ops.audit import AuditLog
+from vmcp.security.arguments import violation
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from vmcp.composite import ApprovalStep
-from vmcp.config import VmcpConfig
-from vmcp.contracts import NOTIFY_APPROVERS, NotifyApproversInput
+from vmcp.composite.contracts import NOTIFY_APPROVERS, NotifyApproversInput
+from vmcp.config.composite import ApprovalStep
+from vmcp.config.models import VmcpConfig
 
 logger = logging.getLogger(__name__)
 

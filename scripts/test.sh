@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 .venv/bin/ruff check vmcp workflows activities servers worker.py tests bench deploy
 .venv/bin/mypy
+.venv/bin/lint-imports --no-cache
+.venv/bin/deptry .
 exec .venv/bin/python -m pytest "$@"

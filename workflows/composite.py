@@ -19,15 +19,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
-    from vmcp.composite import (
-        ApprovalStep,
-        CompositeTool,
-        ElicitationStep,
-        ForEachStep,
-        NestedToolStep,
-        ToolStep,
-    )
-    from vmcp.contracts import (
+    from vmcp.composite.contracts import (
         CALL_BACKEND_TOOL,
         ERROR_TOOL,
         PERMANENT_ERRORS,
@@ -41,7 +33,15 @@ with workflow.unsafe.imports_passed_through():
         CompositeRunInput,
         CompositeRunOutput,
     )
-    from vmcp.templating import TemplateFailure, evaluate, render
+    from vmcp.composite.templating import TemplateFailure, evaluate, render
+    from vmcp.config.composite import (
+        ApprovalStep,
+        CompositeTool,
+        ElicitationStep,
+        ForEachStep,
+        NestedToolStep,
+        ToolStep,
+    )
 
 
 from workflows.gates import Gates

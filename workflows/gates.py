@@ -15,7 +15,7 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from vmcp.composite import answer_problems
+    from vmcp.config.composite import answer_problems
 
 ACCEPTED = "accepted"
 REFUSED = "refused"

@@ -15,14 +15,14 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
-    from vmcp.composite import DEFAULT_APPROVAL_TIMEOUT, ApprovalStep, CompositeTool, ElicitationStep
-    from vmcp.contracts import (
+    from vmcp.composite.contracts import (
         NOTIFY_APPROVERS,
         SEARCH_ATTRIBUTE_PENDING_APPROVAL,
         SEARCH_ATTRIBUTE_STATUS,
         NotifyApproversInput,
     )
-    from vmcp.templating import render
+    from vmcp.composite.templating import render
+    from vmcp.config.composite import DEFAULT_APPROVAL_TIMEOUT, ApprovalStep, CompositeTool, ElicitationStep
 
 from workflows.gates import APPROVAL, INPUT, Gate, Gates
 

@@ -292,13 +292,13 @@ async def record_histories() -> dict[str, str]:
     workflow id -> its history as JSON."""
     from temporalio.testing import WorkflowEnvironment
 
-    from vmcp.backends import BackendPool
-    from vmcp.catalog import build_catalog
-    from vmcp.composite import resolve
-    from vmcp.config import parse_config
-    from vmcp.contracts import CompositeRunInput
-    from vmcp.orchestrator import Orchestrator
-    from vmcp.runs import with_defaults
+    from vmcp.backends.pool import BackendPool
+    from vmcp.catalog.aggregate import build_catalog
+    from vmcp.catalog.steps import resolve
+    from vmcp.composite.contracts import CompositeRunInput
+    from vmcp.config.loading import parse_config
+    from vmcp.runs.calls import with_defaults
+    from vmcp.runs.orchestrator import Orchestrator
     from worker import run_worker
 
     arguments: dict[str, dict[str, Any]] = {

@@ -41,9 +41,9 @@ from mcp import Client
 from temporalio.client import Client as TemporalClient
 
 from tests.conftest import free_port
-from vmcp.config import parse_config
-from vmcp.orchestrator import TemporalUnreachable, check_namespace, connect
-from vmcp.temporal_dev import temporal_command
+from vmcp.config.loading import parse_config
+from vmcp.dev.temporal import temporal_command
+from vmcp.runs.orchestrator import TemporalUnreachable, check_namespace, connect
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -40,11 +40,10 @@ from temporalio.client import (
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
-from vmcp.backends import BackendPool
-from vmcp.catalog import build_catalog
-from vmcp.composite import resolve
-from vmcp.config import VmcpConfig, parse_config
-from vmcp.contracts import (
+from vmcp.backends.pool import BackendPool
+from vmcp.catalog.aggregate import build_catalog
+from vmcp.catalog.steps import resolve
+from vmcp.composite.contracts import (
     QUERY_STATUS,
     SEARCH_ATTRIBUTE_PENDING_APPROVAL,
     SEARCH_ATTRIBUTE_STATUS,
@@ -54,8 +53,10 @@ from vmcp.contracts import (
     CompositeRunInput,
     CompositeRunOutput,
 )
-from vmcp.orchestrator import Orchestrator
-from vmcp.runs import with_defaults
+from vmcp.config.loading import parse_config
+from vmcp.config.models import VmcpConfig
+from vmcp.runs.calls import with_defaults
+from vmcp.runs.orchestrator import Orchestrator
 from worker import build_worker
 
 ROOT = Path(__file__).resolve().parents[2]

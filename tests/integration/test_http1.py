@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from vmcp.http1 import Http1Error, Http1Pool
+from vmcp.backends.http1 import Http1Error, Http1Pool
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

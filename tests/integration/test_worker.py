@@ -35,9 +35,8 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.backend_tools import BackendToolActivities
 from tests.conftest import free_port
-from vmcp.backends import BackendPool
-from vmcp.config import VmcpConfig, parse_config
-from vmcp.contracts import (
+from vmcp.backends.pool import BackendPool
+from vmcp.composite.contracts import (
     CALL_BACKEND_TOOL,
     ERROR_BACKEND_UNAVAILABLE,
     ERROR_INVALID_PARAMS,
@@ -46,6 +45,8 @@ from vmcp.contracts import (
     CallBackendToolInput,
     CallBackendToolOutput,
 )
+from vmcp.config.loading import parse_config
+from vmcp.config.models import VmcpConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -5,8 +5,8 @@ from __future__ import annotations
 import mcp_types as types
 import pytest
 
-from vmcp.catalog import BackendListing, Catalog, CatalogError, build_catalog, template_pattern
-from vmcp.config import AggregationConfig
+from vmcp.catalog.aggregate import BackendListing, Catalog, CatalogError, build_catalog, template_pattern
+from vmcp.config.models import AggregationConfig
 
 
 def tool(name: str, description: str = "", **annotations: object) -> types.Tool:

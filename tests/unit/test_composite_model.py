@@ -13,11 +13,13 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from vmcp.catalog import BackendListing, Catalog, CatalogError, build_catalog
-from vmcp.composite import CompositeTool, ForEachStep, ToolStep, resolve, resolve_tool
-from vmcp.composite_checks import check_composites, find_cycle
-from vmcp.config import AggregationConfig, ConfigError, parse_config
-from vmcp.config_types import ConfigIssue
+from vmcp.catalog.aggregate import BackendListing, Catalog, CatalogError, build_catalog
+from vmcp.catalog.steps import resolve, resolve_tool
+from vmcp.config.composite import CompositeTool, ForEachStep, ToolStep
+from vmcp.config.composite_checks import check_composites, find_cycle
+from vmcp.config.loading import ConfigError, parse_config
+from vmcp.config.models import AggregationConfig
+from vmcp.config.types import ConfigIssue
 
 
 def composite(steps: list[dict[str, Any]], **extra: Any) -> CompositeTool:

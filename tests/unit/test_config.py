@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vmcp.config import ConfigError, load_config, parse_config
-from vmcp.durations import parse_duration
+from vmcp.config.durations import parse_duration
+from vmcp.config.loading import ConfigError, load_config, parse_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

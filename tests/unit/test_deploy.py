@@ -11,8 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from vmcp.cli import build_parser
-from vmcp.config import parse_config
+from vmcp.cli.main import build_parser
+from vmcp.config.loading import parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))

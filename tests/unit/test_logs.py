@@ -7,7 +7,7 @@ import logging
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from vmcp.logs import JsonFormatter, about_run
+from vmcp.ops.logs import JsonFormatter, about_run
 
 
 def _line(message: str) -> dict[str, object]:

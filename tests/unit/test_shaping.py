@@ -8,11 +8,12 @@ from typing import Any
 import mcp_types as types
 import pytest
 
-from vmcp.auth_config import AuthorizationConfig
-from vmcp.config import ConfigError, parse_config
-from vmcp.policy import Authorizer, violation
-from vmcp.shaping import ShapeRefusal, shape_tool
-from vmcp.tool_overrides import ParameterPolicy, ToolOverride
+from vmcp.catalog.shaping import ShapeRefusal, shape_tool
+from vmcp.config.auth import AuthorizationConfig
+from vmcp.config.loading import ConfigError, parse_config
+from vmcp.config.overrides import ParameterPolicy, ToolOverride
+from vmcp.security.arguments import violation
+from vmcp.security.authorization import Authorizer
 
 SEARCH = types.Tool(
     name="search",

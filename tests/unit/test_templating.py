@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from vmcp.templating import (
+from vmcp.composite.templating import (
     Reference,
     TemplateFailure,
     check_syntax,

@@ -8,8 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from vmcp.config import parse_config
-from vmcp.orchestrator import TemporalUnreachable, connect
+from vmcp.config.loading import parse_config
+from vmcp.runs.orchestrator import TemporalUnreachable, connect
 
 
 def _connect_error(temporal: dict[str, object], base: Path) -> str:
@@ -34,7 +34,7 @@ def test_an_unset_api_key_variable_is_named(tmp_path: Path, monkeypatch: pytest.
 
 
 def test_tls_settings_that_cannot_work_are_config_errors() -> None:
-    from vmcp.config import ConfigError
+    from vmcp.config.loading import ConfigError
 
     with pytest.raises(ConfigError, match="client_cert_file and client_key_file go together"):
         parse_config({"temporal": {"tls": {"client_cert_file": "tls.crt"}}})

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import idna
 import pytest
 
-from vmcp.url_policy import UrlRule, check_url
+from vmcp.security.url_policy import UrlRule, check_url
 
 RULE = UrlRule(schemes=("https", "http"), hosts=("*.example.test", "docs.partner.test"))
 

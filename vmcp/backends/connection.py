@@ -1,0 +1,269 @@
+"""One backend connection: supervised, reconnected, shared by every caller.
+
+Each backend gets a supervisor task that owns its `mcp.Client` (the SDK needs a client to
+be opened and closed in the same task), lists what the backend offers, and reconnects with
+backoff whenever the connection breaks. Callers from any task send requests over the shared
+session concurrently; a call that finds the backend reconnecting waits for it (bounded by
+`connect_timeout`) instead of failing, so a backend restart costs at most the one call that was
+in flight when it died.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import anyio
+import mcp_types as types
+from anyio.abc import TaskGroup
+from mcp import Client
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from vmcp.backends.changes import ChangeFollowing
+from vmcp.backends.common import (
+    BackendEvents,
+    BackendStatus,
+    BackendUnavailable,
+    ListingChanged,
+    State,
+    all_pages,
+    describe_error,
+    first_of,
+)
+from vmcp.backends.credentials import Credentials
+from vmcp.backends.requests import BackendRequests
+from vmcp.backends.transport import open_client, open_wire
+from vmcp.backends.wire import ModernHttpWire
+from vmcp.catalog.aggregate import BackendListing
+from vmcp.config.models import BackendConfig
+
+logger = logging.getLogger(__name__)
+
+_FIRST_RETRY = 0.2
+_MAX_RETRY = 10.0
+_STABLE_SECONDS = 1.0
+
+
+class BackendConnection(BackendRequests, ChangeFollowing):
+    def __init__(
+        self,
+        config: BackendConfig,
+        base_dir: Path,
+        on_listing: ListingChanged | None = None,
+        events: BackendEvents | None = None,
+    ) -> None:
+        self.config = config
+        self.events = events
+        self._tasks: TaskGroup | None = None
+        self.name = config.name
+        self._base_dir = base_dir
+        self.credentials = Credentials(config.name, config.auth, base_dir)
+        self._on_listing = on_listing
+        self._client: Client | None = None
+        self.wire: ModernHttpWire | None = None  # the lean tools/call path, when the backend allows it
+        self._header_bound_tools: frozenset[str] = frozenset()
+        self._subscriptions: set[str] = set()  # resource URIs clients follow through this backend
+        self._listeners: dict[str, anyio.CancelScope] = {}
+        self._broken = anyio.Event()
+        self._stop = anyio.Event()
+        self._wake = anyio.Event()
+        self._changed = anyio.Event()  # set (and replaced) on every state change
+        self._last_failure = -math.inf
+        self.state: State = "connecting"
+        self.last_error: str | None = None
+        self.listing: BackendListing | None = None
+        self.connected_since: float | None = None
+        self.reconnects = 0
+        self.settled = anyio.Event()  # set once the first connection attempt has succeeded or failed
+
+    def _set_state(self, state: State) -> None:
+        self.state = state
+        changed, self._changed = self._changed, anyio.Event()
+        changed.set()
+
+    async def run(self) -> None:
+        """Connect, serve, reconnect; returns only when `close()` is called."""
+        delay = _FIRST_RETRY
+        while not self._stop.is_set():
+            self._set_state("connecting")
+            started = time.monotonic()
+            was_ready = await self._serve_one_connection()
+            self.settled.set()
+            if self._stop.is_set():
+                break
+            if was_ready and time.monotonic() - started > _STABLE_SECONDS:
+                # a connection that served for a while and broke: reconnect at once, no backoff
+                delay = _FIRST_RETRY
+                self.reconnects += 1
+                continue
+            if not was_ready:
+                self._last_failure = time.monotonic()
+            self.reconnects += 1
+            self._wake = anyio.Event()
+            self._set_state("down")
+            # back off, but a call arriving meanwhile (or close()) starts the next attempt at once
+            with anyio.move_on_after(delay):
+                await first_of(self._stop, self._wake)
+            delay = min(delay * 2, _MAX_RETRY)
+        self._mark_closed()
+
+    async def _serve_one_connection(self) -> bool:
+        """One connection's life: connect, list, serve until broken or stopped. True if it got ready."""
+        ready = False
+        try:
+            # The deadline scope spans the client's whole life (the SDK's task groups must not
+            # outlive a scope opened inside them); it is lifted once connected.
+            with anyio.CancelScope(deadline=anyio.current_time() + self.config.connect_timeout) as deadline:
+                async with AsyncExitStack() as stack:
+                    client = await open_client(self.config, self._base_dir, stack, self, self.credentials)
+                    self.listing = await self._list(client)
+                    self.wire = open_wire(self.config, client, stack)
+                    deadline.deadline = math.inf
+                    self._client = client
+                    self.last_error = None
+                    self.connected_since = time.time()
+                    ready = True
+                    self._set_state("ready")
+                    self.settled.set()
+                    logger.info(
+                        "backend %s connected (%s, %d tools)",
+                        self.name,
+                        client.protocol_version,
+                        len(self.listing.tools),
+                    )
+                    if self._on_listing is not None:
+                        await self._on_listing(self.name)
+                    async with anyio.create_task_group() as group:
+                        self._tasks = group
+                        group.start_soon(self._health_loop, client)
+                        await self._follow_changes(client)
+                        await first_of(self._broken, self._stop)
+                        group.cancel_scope.cancel()
+                    self._tasks = None
+                    self._listeners.clear()
+            if deadline.cancelled_caught:
+                self.last_error = f"no answer within connect_timeout ({self.config.connect_timeout:g}s)"
+                logger.warning("backend %s: %s", self.name, self.last_error)
+        except Exception as exc:
+            self.last_error = describe_error(exc)
+            logger.warning("backend %s: %s", self.name, self.last_error)
+        except BaseException:
+            self._mark_closed()
+            raise
+        finally:
+            self._client = None
+            self.wire = None
+            self._broken = anyio.Event()
+        return ready
+
+    async def _health_loop(self, client: Client) -> None:
+        """Ping every `health_interval`: a backend that stopped answering is reconnected (and its
+        calls fail fast meanwhile) even when no call is there to notice."""
+        interval = self.config.health_interval
+        if interval <= 0:
+            return
+        while True:
+            await anyio.sleep(interval)
+            try:
+                with anyio.fail_after(min(self.config.timeout, 10.0)):
+                    if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                        # `ping` is gone at 2026-07-28 (METHOD_NOT_FOUND); tools/list exists in both eras
+                        await client.session.list_tools()
+                    else:
+                        await client.session.send_ping()
+            except Exception as exc:  # any failure to answer means the connection is gone
+                self.last_error = f"health check failed: {describe_error(exc)}"
+                logger.warning("backend %s: %s", self.name, self.last_error)
+                self._mark_broken()
+                return
+
+    def _mark_broken(self) -> None:
+        """Stop handing out the current client at once; new calls wait for the next one."""
+        if self._client is not None:
+            self._client = None
+            self.wire = None
+            self._set_state("connecting")
+        self._broken.set()
+
+    def _mark_closed(self) -> None:
+        self.settled.set()
+        self._set_state("closed")
+
+    async def _list(self, client: Client) -> BackendListing:
+        caps = client.server_capabilities
+        tools: list[types.Tool] = []
+        prompts: list[types.Prompt] = []
+        resources: list[types.Resource] = []
+        templates: list[types.ResourceTemplate] = []
+        if caps.tools is not None:
+            tools = await all_pages(client.list_tools, "tools")
+        if caps.prompts is not None:
+            prompts = await all_pages(client.list_prompts, "prompts")
+        if caps.resources is not None:
+            resources = await all_pages(client.list_resources, "resources")
+            templates = await all_pages(client.list_resource_templates, "resource_templates")
+        self._header_bound_tools = frozenset(
+            t.name for t in tools if "x-mcp-header" in json.dumps(t.input_schema, separators=(",", ":"))
+        )
+        return BackendListing(self.name, tuple(tools), tuple(prompts), tuple(resources), tuple(templates))
+
+    async def refresh_listing(self) -> None:
+        client = await self._ready_client()
+        self.listing = await self._guard(self._list(client))
+        if self._on_listing is not None:
+            await self._on_listing(self.name)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    async def _ready_client(self) -> Client:
+        """The live client, waiting (bounded by connect_timeout) for a reconnection in progress.
+
+        A circuit breaker: while the backend is down, a call triggers one immediate reconnection
+        attempt and waits for its outcome, but within a second of a failed attempt calls fail
+        fast with the last error instead of piling up.
+        """
+        client = self._client
+        if client is not None and self.state == "ready":
+            return client
+        asked = time.monotonic()
+        with anyio.move_on_after(self.config.connect_timeout):
+            while True:
+                client = self._client
+                if client is not None and self.state == "ready":
+                    return client
+                if self.state == "closed":
+                    raise BackendUnavailable(f"backend {self.name!r} is shut down")
+                changed = self._changed
+                if self.state == "down":
+                    if self._last_failure > asked:
+                        break  # an attempt made since this call arrived failed: answer now
+                    self._wake.set()  # end the back-off: attempt now, and share it with other callers
+                await changed.wait()
+        reason = f": {self.last_error}" if self.last_error else ""
+        raise BackendUnavailable(f"backend {self.name!r} is unavailable ({self.state}){reason}")
+
+    @property
+    def is_modern(self) -> bool:
+        """Whether the live connection speaks the 2026-07-28 revision."""
+        client = self._client
+        return client is not None and client.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+    def status(self) -> BackendStatus:
+        client = self._client
+        info = client.server_info if client is not None and self.state == "ready" else None
+        return BackendStatus(
+            name=self.name,
+            transport=self.config.transport,
+            state=self.state,
+            protocol_version=client.protocol_version if client is not None and self.state == "ready" else None,
+            server_name=info.name if info is not None else None,
+            tools=len(self.listing.tools) if self.listing else 0,
+            last_error=self.last_error,
+            connected_since=self.connected_since,
+            reconnects=self.reconnects,
+        )

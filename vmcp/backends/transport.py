@@ -1,0 +1,99 @@
+"""How vmcp opens a backend connection: the SDK client for its transport, and the lean wire."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx2
+import mcp_types as types
+from mcp import Client, StdioServerParameters
+from mcp.client.sse import sse_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from vmcp.backends.common import CLIENT_INFO, expand_env, resolve_command
+from vmcp.backends.credentials import Credentials, CredentialsAuth
+from vmcp.backends.http1 import Http1Pool
+from vmcp.backends.wire import ModernHttpWire
+from vmcp.config.models import BackendConfig
+
+
+class ClientCallbacks(Protocol):
+    """Where a backend's own requests and notifications go (`vmcp.backend_changes`)."""
+
+    async def on_log(self, params: types.LoggingMessageNotificationParams) -> None: ...
+
+    async def on_sampling(self, context: Any, params: types.CreateMessageRequestParams) -> Any: ...
+
+    async def on_elicitation(self, context: Any, params: types.ElicitRequestParams) -> Any: ...
+
+    async def on_list_roots(self, context: Any) -> Any: ...
+
+    async def on_message(self, message: Any) -> None: ...
+
+
+async def open_client(
+    config: BackendConfig, base_dir: Path, stack: AsyncExitStack, callbacks: ClientCallbacks, credentials: Credentials
+) -> Client:
+    """Connect to one backend (entered on `stack`), its traffic going to `callbacks`."""
+    transport: Any
+    if config.transport == "stdio":
+        assert config.command is not None
+        cwd = Path(config.cwd) if config.cwd else base_dir
+        transport = StdioServerParameters(
+            command=resolve_command(config.command),
+            args=list(config.args),
+            env=expand_env(config.env) or None,
+            cwd=cwd if cwd.is_absolute() else base_dir / cwd,
+        )
+    elif config.transport == "streamable-http":
+        assert config.url is not None
+        http = create_mcp_http_client(
+            headers=expand_env(config.headers) or None,
+            timeout=httpx2.Timeout(config.connect_timeout, read=max(config.timeout, 300.0)),
+            auth=CredentialsAuth(credentials) if config.auth is not None else None,
+        )
+        await stack.enter_async_context(http)
+        transport = streamable_http_client(config.url, http_client=http)
+    else:
+        assert config.url is not None
+        transport = sse_client(
+            config.url,
+            headers=expand_env(config.headers) or None,
+            timeout=config.connect_timeout,
+            auth=CredentialsAuth(credentials) if config.auth is not None else None,
+        )
+    client = Client(
+        transport,
+        mode=config.protocol,
+        read_timeout_seconds=config.timeout,
+        cache=None,
+        client_info=CLIENT_INFO,
+        logging_callback=callbacks.on_log,
+        sampling_callback=callbacks.on_sampling,
+        elicitation_callback=callbacks.on_elicitation,
+        list_roots_callback=callbacks.on_list_roots,
+        message_handler=callbacks.on_message,
+    )
+    await stack.enter_async_context(client)
+    return client
+
+
+def open_wire(config: BackendConfig, client: Client, stack: AsyncExitStack) -> ModernHttpWire | None:
+    """The lean tools/call path to a 2026-07-28 streamable-HTTP backend, or None."""
+    if config.transport != "streamable-http":
+        return None
+    if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+        return None
+    assert config.url is not None
+    http = Http1Pool(config.url)
+    stack.callback(http.close)
+    return ModernHttpWire(
+        http,
+        client.protocol_version,
+        CLIENT_INFO.model_dump(exclude_none=True),
+        expand_env(config.headers),
+    )

@@ -1,0 +1,1 @@
+"""Aggregation: conflicts, filters, overrides, tool reshaping, and the routing table. Pure."""

@@ -1,0 +1,1 @@
+"""The configuration file: strict models, YAML loading, cross-reference checks, durations. Pure."""

@@ -1,0 +1,192 @@
+"""The configuration's strict models: every key of the YAML file, with the checks one key allows.
+
+Pure. Cross-reference checks and loading live in `vmcp.config.loading`, which `vmcp validate`
+and start-up both run.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from vmcp.config.auth import AuthConfig, AuthorizationConfig, BackendAuth
+from vmcp.config.composite import CompositeTool
+from vmcp.config.overrides import ToolOverride
+from vmcp.config.types import Seconds
+
+BACKEND_NAME = r"^[a-z0-9_-]+$"
+RESERVED_TOOL_PREFIX = "vmcp_"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    path: str = Field(default="/mcp", pattern=r"^/")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Extra Host header values accepted (DNS-rebinding protection); loopback is always allowed.",
+    )
+    allowed_origins: list[str] = Field(default_factory=list, description="Extra Origin values accepted.")
+    # Several façade replicas behind a load balancer: no handshake-era sessions are kept, so any
+    # replica can serve any request (what that costs handshake-era clients: README, "Scaling out").
+    stateless: bool = False
+    # The key that seals the requestState of composite runs asking a 2026-07-28 client a question
+    # (made on first use; replicas must share it, or set VMCP_REQUEST_STATE_KEY instead).
+    request_state_key_file: str = ".vmcp/request-state.key"
+
+
+class DevServerConfig(_Strict):
+    db_file: str = ".vmcp/temporal.db"
+    ui_port: int = Field(default=8233, ge=0, le=65535)
+    dynamic_config: dict[str, Any] = Field(default_factory=dict)
+    # A directory `vmcp dev` serves at /demo/ beside the MCP endpoint: local data (documentation
+    # pages) that the demo composite tools fetch, so they run offline.
+    demo_site: str | None = None
+
+
+class TemporalTls(_Strict):
+    """mTLS to a self-hosted cluster (files mounted from a Secret); all optional: `tls: {}` is TLS
+    with the system's CAs (Temporal Cloud with an API key)."""
+
+    server_ca_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+    server_name: str | None = None  # when the certificate's name is not the address's host
+
+    @model_validator(mode="after")
+    def _pair(self) -> TemporalTls:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("client_cert_file and client_key_file go together")
+        return self
+
+
+class TemporalConfig(_Strict):
+    address: str = "localhost:7233"
+    namespace: str = "default"
+    task_queue: str = "vmcp"
+    tls: TemporalTls | None = None  # unset: plain gRPC (a dev server, a cluster inside the mesh)
+    api_key: str | None = None  # Temporal Cloud: "${TEMPORAL_API_KEY}", read at connection time
+    # The Temporal Web UI's address, for the run links in approver notifications (`vmcp dev`
+    # fills in its own dev server's).
+    web_ui_url: str | None = Field(default=None, pattern=r"^https?://")
+    dev_server: DevServerConfig = Field(default_factory=DevServerConfig)
+
+
+Transport = Literal["stdio", "streamable-http", "sse"]
+
+
+class BackendConfig(_Strict):
+    name: str = Field(pattern=BACKEND_NAME)
+    transport: Transport
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: Seconds = 30.0
+    connect_timeout: Seconds = 20.0
+    health_interval: Seconds = 10.0  # ping period; a backend that stops answering is reconnected (0: off)
+    # How to negotiate with the backend: `auto` asks for the 2026-07-28 revision and falls back
+    # to the initialize handshake; `legacy` always uses the handshake; a version pins it.
+    protocol: Literal["auto", "legacy", "2026-07-28"] = "auto"
+    auth: BackendAuth | None = None  # vmcp's own credential for this backend (HTTP transports)
+    # client request headers passed on to this backend as they came (plain calls over the lean
+    # path: a handshake session is shared by every caller), e.g. [X-Request-Id]
+    pass_headers: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _transport_fields(self) -> BackendConfig:
+        if self.transport == "stdio":
+            if not self.command:
+                raise ValueError("a stdio backend needs `command`")
+            if self.url is not None:
+                raise ValueError("`url` is for streamable-http and sse backends, not stdio")
+            if self.auth is not None or self.pass_headers:
+                raise ValueError(
+                    "`auth` and `pass_headers` are for HTTP backends (give a stdio server its secrets in `env`)"
+                )
+        else:
+            if not self.url:
+                raise ValueError(f"a {self.transport} backend needs `url`")
+            if not re.match(r"^https?://", self.url):
+                raise ValueError(f"`url` must start with http:// or https://, got {self.url!r}")
+            if self.command is not None or self.args or self.env or self.cwd is not None:
+                raise ValueError("`command`, `args`, `env` and `cwd` are for stdio backends only")
+        if self.timeout <= 0 or self.connect_timeout <= 0:
+            raise ValueError("timeouts must be positive")
+        return self
+
+
+class BackendAggregation(_Strict):
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    overrides: dict[str, ToolOverride] = Field(default_factory=dict)
+
+
+ConflictResolution = Literal["prefix", "priority", "manual"]
+
+
+class AggregationConfig(_Strict):
+    conflict_resolution: ConflictResolution = "prefix"
+    prefix_format: str = "{backend}_"
+    priority: list[str] = Field(default_factory=list)
+    backends: dict[str, BackendAggregation] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _prefix_format(self) -> AggregationConfig:
+        try:
+            rendered = self.prefix_format.format(backend="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"prefix_format may only use the field {{backend}}: {exc}") from None
+        if "{backend}" not in self.prefix_format or rendered == self.prefix_format:
+            raise ValueError("prefix_format must contain {backend}")
+        return self
+
+    def for_backend(self, name: str) -> BackendAggregation:
+        return self.backends.get(name) or BackendAggregation()
+
+
+class AuditConfig(_Strict):
+    # JSON lines, one per tool call and per composite step (`-`: standard error; unset: none).
+    # Relative to the config file; façade and workers may share one file (appends are whole lines).
+    file: str | None = None
+
+
+class TelemetryConfig(_Strict):
+    # OTLP/HTTP collector for traces (e.g. http://otel-collector:4318); unset, the standard
+    # OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT variables decide, and without them tracing is off
+    otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    service_name: str = "vmcp"
+
+
+class VmcpConfig(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    authorization: AuthorizationConfig | None = None  # absent: every caller may call every tool
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    temporal: TemporalConfig = Field(default_factory=TemporalConfig)
+    backends: list[BackendConfig] = Field(default_factory=list)
+    aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
+    composite_tools: list[CompositeTool] = Field(default_factory=list)
+
+    # Where the file lives: relative paths (db_file, stdio cwd) resolve against it.
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    def backend(self, name: str) -> BackendConfig:
+        for backend in self.backends:
+            if backend.name == name:
+                return backend
+        raise KeyError(name)
+
+    def resolve_path(self, path: str) -> Path:
+        candidate = Path(path).expanduser()
+        return candidate if candidate.is_absolute() else self.base_dir / candidate

@@ -1,0 +1,1 @@
+"""`vmcp dev`: process supervision and the embedded Temporal dev server."""

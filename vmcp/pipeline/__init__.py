@@ -1,0 +1,3 @@
+"""The one path every client request takes: identify, authorize, reshape, police, route, forward,
+observe; and the HTTP app around it.
+"""

@@ -1,0 +1,223 @@
+"""The lean inbound path for the hottest request: a plain 2026-07-28 `tools/call`.
+
+A 2026-07-28 POST is one self-contained JSON-RPC request, so when it only needs relaying
+(the tool lives on a backend reachable by `vmcp.wire`, and the caller asked for no progress or
+log stream) vmcp answers it here: the same Host/Origin, content-type, Accept and envelope checks
+as the SDK (its own validators are reused), then the raw result straight from the backend with
+vmcp's `serverInfo` stamp. Anything else — other methods, handshake-era sessions, progress
+tokens, log opt-ins, `Mcp-Param-*` headers, unknown tools, anything the checks do not like — is
+replayed untouched to the SDK's app, which then owns the answer (and every error message).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
+
+import anyio
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
+from mcp_types import (
+    CLIENT_CAPABILITIES_META_KEY,
+    CLIENT_INFO_META_KEY,
+    LOG_LEVEL_META_KEY,
+    PROTOCOL_VERSION_META_KEY,
+    SERVER_INFO_META_KEY,
+)
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vmcp.backends.pool import BackendUnavailable
+from vmcp.backends.wire import WireError
+from vmcp.ops import telemetry
+from vmcp.pipeline.facade import Facade
+from vmcp.pipeline.identify import bearer_token, caller_in
+
+logger = logging.getLogger(__name__)
+
+_MAX_BODY = 4 * 1024 * 1024  # the SDK's default limit: larger bodies go to it and get its 413
+_ROUTING_HEADERS = (b"mcp-protocol-version", b"mcp-method", b"mcp-name")
+_ENVELOPE_KEYS = (PROTOCOL_VERSION_META_KEY, CLIENT_INFO_META_KEY, CLIENT_CAPABILITIES_META_KEY)
+_T = TypeVar("_T")
+_MODERN = frozenset(v.encode() for v in MODERN_PROTOCOL_VERSIONS)
+
+
+class LeanToolCalls:
+    """ASGI app in front of the SDK's streamable-HTTP app."""
+
+    def __init__(self, sdk_app: ASGIApp, facade: Facade, security: TransportSecuritySettings) -> None:
+        self._sdk = sdk_app
+        self._facade = facade
+        self._security = TransportSecurityMiddleware(security)
+        self._stamp = facade.server.server_info_stamp
+        self.served = 0  # calls answered here rather than by the SDK (tests check the path is taken)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self._sdk(scope, receive, send)
+            return
+        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        version = next((v for k, v in raw_headers if k == b"mcp-protocol-version"), None)
+        if version not in _MODERN or any(k == b"mcp-session-id" for k, _ in raw_headers):
+            await self._sdk(scope, receive, send)
+            return
+        body, complete = await _read_body(receive)
+        if complete and await self._try(scope, body, receive, send):
+            return
+        await self._sdk(scope, _replay(body, complete, receive), send)
+
+    async def _try(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
+        request = Request(scope)
+        if await self._security.validate_request(request, is_post=True) is not None:
+            return False
+        headers = request.headers
+        accept = headers.get("accept", "")
+        if "application/json" not in accept and "*/*" not in accept:
+            return False
+        if any(sum(1 for k, _ in scope["headers"] if k == name) > 1 for name in _ROUTING_HEADERS):
+            return False
+        if any(k.startswith(b"mcp-param-") for k, _ in scope["headers"]):
+            return False
+        try:
+            decoded = json.loads(body)
+        except (ValueError, RecursionError):
+            return False
+        if not isinstance(decoded, dict) or decoded.get("method") != "tools/call" or decoded.get("jsonrpc") != "2.0":
+            return False
+        request_id = decoded.get("id")
+        params = decoded.get("params")
+        if not isinstance(request_id, str | int) or isinstance(request_id, bool) or not isinstance(params, dict):
+            return False
+        name = params.get("name")
+        arguments = params.get("arguments")
+        meta = params.get("_meta")
+        if not isinstance(name, str) or not (arguments is None or isinstance(arguments, dict)):
+            return False
+        if not isinstance(meta, dict) or "progressToken" in meta or LOG_LEVEL_META_KEY in meta:
+            return False
+        if isinstance(classify_inbound_request(decoded, headers=dict(headers)), InboundLadderRejection):
+            return False
+        route = self._facade.catalog.tool_routes.get(name)
+        if route is None or route.shape is not None:  # a customized tool is shaped and checked by the façade
+            return False
+        if telemetry.enabled():
+            return False  # traced calls take the façade's path, which makes their span
+        if self._facade.authorizer.active and not self._facade.may_call(caller_in(scope, meta), name):
+            return False  # the façade refuses it, saying why
+        connection = self._facade.pool.connections.get(route.backend)
+        if connection is None or not connection.takes_lean_path(route.original):
+            return False
+
+        started = time.monotonic()
+        forwarded: dict[str, Any] = {**params, "name": route.original}
+        rest = {k: v for k, v in meta.items() if k not in _ENVELOPE_KEYS}
+        forwarded["_meta"] = rest
+        status = 200
+        try:
+            result = await _unless_disconnected(
+                receive,
+                connection.forward_tool_call(
+                    forwarded,
+                    caller_capabilities=meta.get(CLIENT_CAPABILITIES_META_KEY),
+                    client_headers=headers if connection.config.pass_headers else None,
+                    caller_token=bearer_token(scope) if connection.credentials.per_caller else None,
+                ),
+            )
+            if result is None:
+                return True  # the client closed the request: at 2026-07-28 that is how it cancels
+            message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "result": self._restamp(result)}
+        except WireError as exc:
+            message = {"jsonrpc": "2.0", "id": request_id, "error": exc.error}
+            code = exc.error.get("code")
+            status = ERROR_CODE_HTTP_STATUS.get(code, 200) if isinstance(code, int) else 200
+        except BackendUnavailable as exc:
+            message = {"jsonrpc": "2.0", "id": request_id, "result": self._failure(f"Tool {name!r} failed: {exc}")}
+        except Exception as exc:  # boundary: nothing escapes
+            logger.exception("tools/call %s failed", name)
+            message = {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "result": self._failure(f"Tool {name!r} failed inside vmcp: {type(exc).__name__}: {exc}"),
+            }
+        self.served += 1
+        await _send_json(send, status, message)
+        caller = caller_in(scope, meta) if self._facade.audit.enabled else {}
+        self._facade.observe(caller, name, route.backend, started, result=message.get("result", message))
+        return True
+
+    def _restamp(self, result: dict[str, Any]) -> dict[str, Any]:
+        meta = result.get("_meta")
+        merged = {k: v for k, v in meta.items() if k != SERVER_INFO_META_KEY} if isinstance(meta, Mapping) else {}
+        merged[SERVER_INFO_META_KEY] = self._stamp
+        return {**result, "_meta": merged}
+
+    def _failure(self, text: str) -> dict[str, Any]:
+        return self._restamp({"content": [{"type": "text", "text": text}], "isError": True, "resultType": "complete"})
+
+
+async def _unless_disconnected(receive: Receive, call: Awaitable[_T]) -> _T | None:
+    """Await `call`, abandoning it (which closes the backend request, cancelling it there too)
+    if the client disconnects first."""
+    outcome: list[_T] = []
+    failure: list[Exception] = []
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
+        try:
+            outcome.append(await call)
+        except Exception as exc:  # re-raised below, outside the task group, as itself
+            failure.append(exc)
+        group.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
+    return outcome[0] if outcome else None
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, bool]:
+    """The whole body, unless it grows past the limit (then the SDK gets what was read plus the rest)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+        if size > _MAX_BODY:
+            return b"".join(chunks), False
+
+
+def _replay(body: bytes, complete: bool, receive: Receive) -> Receive:
+    """A receive() that hands the SDK the body already read, then carries on with the real one."""
+    pending = [{"type": "http.request", "body": body, "more_body": not complete}]
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replayed
+
+
+async def _send_json(send: Send, status: int, message: dict[str, Any]) -> None:
+    payload = json.dumps(message, separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,355 @@
+"""The Temporal client side of vmcp — the only module in `vmcp/` that imports `temporalio.client`.
+
+Everything that talks to the Temporal frontend (the worker, `vmcp dev`, and the façade and CLI
+when they start, query and signal runs) connects through here, so the address, namespace and
+connection options are decided in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import timedelta
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import anyio
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.client import (
+    Client,
+    Interceptor,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+)
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
+
+from vmcp.backends.common import BackendUnavailable, expand_env
+from vmcp.composite.contracts import (
+    COMPOSITE_WORKFLOW,
+    QUERY_STATUS,
+    SEARCH_ATTRIBUTE_PENDING_APPROVAL,
+    SEARCH_ATTRIBUTE_STATUS,
+    SEARCH_ATTRIBUTE_TOOL,
+    CompositeRunInput,
+    CompositeRunOutput,
+)
+from vmcp.config.models import VmcpConfig
+from vmcp.ops import telemetry
+
+logger = logging.getLogger(__name__)
+
+CONNECT_ATTEMPT_TIMEOUT = 10.0
+"""Seconds one connection attempt may take (a black-holed address would otherwise hang)."""
+_RPC_TIMEOUT = timedelta(seconds=5)
+
+
+class TemporalUnreachable(Exception):
+    """Temporal did not answer; the message names the address and the reason, for an operator."""
+
+
+async def connect(config: VmcpConfig) -> Client:
+    """One connection attempt to `temporal.address` / `temporal.namespace`.
+
+    Raises TemporalUnreachable (with a one-line reason, not the transport's error chain) when
+    nothing answers there.
+    """
+    temporal = config.temporal
+    try:
+        with anyio.fail_after(CONNECT_ATTEMPT_TIMEOUT):
+            # with tracing on, runs and their activities join the trace of the call that started them
+            interceptors: list[Interceptor] = []
+            if telemetry.enabled():
+                from temporalio.contrib.opentelemetry import TracingInterceptor  # only with tracing on
+
+                interceptors.append(TracingInterceptor())
+            return await Client.connect(
+                temporal.address,
+                namespace=temporal.namespace,
+                interceptors=interceptors,
+                tls=_tls(config),
+                api_key=_api_key(config),
+            )
+    except TimeoutError:
+        raise TemporalUnreachable(
+            f"Temporal at {temporal.address} did not answer within {CONNECT_ATTEMPT_TIMEOUT:g}s"
+        ) from None
+    except (RuntimeError, RPCError, OSError) as exc:
+        raise TemporalUnreachable(f"Temporal at {temporal.address} is not reachable: {describe_error(exc)}") from None
+
+
+def _api_key(config: VmcpConfig) -> str | None:
+    if config.temporal.api_key is None:
+        return None
+    try:
+        return expand_env({"api_key": config.temporal.api_key})["api_key"]
+    except BackendUnavailable as exc:  # an unset ${VARIABLE}
+        raise TemporalUnreachable(f"temporal.api_key: {exc}") from None
+
+
+def _tls(config: VmcpConfig) -> TLSConfig | bool:
+    settings = config.temporal.tls
+    if settings is None:
+        return bool(config.temporal.api_key)  # Temporal Cloud's API keys go over TLS only
+
+    def read(name: str | None) -> bytes | None:
+        return config.resolve_path(name).read_bytes() if name else None
+
+    try:
+        return TLSConfig(
+            server_root_ca_cert=read(settings.server_ca_file),
+            client_cert=read(settings.client_cert_file),
+            client_private_key=read(settings.client_key_file),
+            domain=settings.server_name,
+        )
+    except OSError as exc:
+        raise TemporalUnreachable(f"temporal.tls: cannot read {exc.filename}: {exc.strerror}") from None
+
+
+async def check_namespace(client: Client, namespace: str) -> None:
+    """Raise TemporalUnreachable unless `namespace` exists on the server `client` talks to."""
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=namespace), timeout=_RPC_TIMEOUT
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise TemporalUnreachable(
+                f"namespace {namespace!r} does not exist on the Temporal server "
+                f"(create it with `temporal operator namespace create --namespace {namespace}`)"
+            ) from None
+        raise TemporalUnreachable(f"Temporal did not describe namespace {namespace!r}: {exc.message}") from None
+
+
+async def wait_until_reachable(config: VmcpConfig, timeout: float) -> None:
+    """Poll until Temporal answers and the configured namespace exists, or raise TemporalUnreachable
+    with the last reason once `timeout` seconds have passed."""
+    deadline = anyio.current_time() + timeout
+    delay = 0.1
+    while True:
+        try:
+            client = await connect(config)
+            await check_namespace(client, config.temporal.namespace)
+            return
+        except TemporalUnreachable as exc:
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                raise TemporalUnreachable(f"{exc} (waited {timeout:g}s)") from None
+            logger.debug("waiting for Temporal: %s", exc)
+            await anyio.sleep(min(delay, remaining))
+            delay = min(delay * 1.5, 1.0)
+
+
+_RUST_REASON = re.compile(r'message: "([^"]+)"|ConnectError\("([^"]+)"')
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason from the SDK's connection errors, which embed a Rust error chain."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, RPCError):
+        return exc.message
+    found: list[str] = [a or b for a, b in _RUST_REASON.findall(text)]
+    if found:
+        return found[-1]
+    return text.removeprefix("Failed client connect: ")[:200]
+
+
+# --------------------------------------------------------------------------- composite runs
+
+
+_GONE = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reaching(
+    method: Callable[Concatenate[Orchestrator, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[Orchestrator, _P], Coroutine[Any, Any, _R]]:
+    """An RPC that failed because Temporal is not there (down, restarting) raises
+    TemporalUnreachable, which the façade answers with an `isError` result naming Temporal."""
+
+    async def wrapper(self: Orchestrator, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return await method(self, *args, **kwargs)
+        except RPCError as exc:
+            if exc.status in _GONE:
+                address = self.config.temporal.address
+                raise TemporalUnreachable(f"Temporal at {address} is not reachable: {describe_error(exc)}") from None
+            raise
+
+    return wrapper
+
+
+class RunNotFound(Exception):
+    """No run with that id (or it is not a vmcp composite run)."""
+
+
+class Orchestrator:
+    """Starts, awaits, inspects and cancels composite runs for the façade and the CLI.
+
+    Connects lazily: plain forwarding never needs Temporal, so a façade whose Temporal is down
+    serves everything but composite tools, and connects once Temporal is back.
+    """
+
+    def __init__(self, config: VmcpConfig) -> None:
+        self.config = config
+        self._client: Client | None = None
+        self._lock = anyio.Lock()
+
+    def use_client(self, client: Client) -> None:
+        """Start runs with `client` (a worker's in the same process: eager workflow start)."""
+        self._client = client
+
+    async def client(self) -> Client:
+        if self._client is None:
+            async with self._lock:
+                if self._client is None:
+                    self._client = await connect(self.config)
+        return self._client
+
+    @_reaching
+    async def start(self, run_id: str, run: CompositeRunInput, timeout: float) -> None:
+        client = await self.client()
+        await client.start_workflow(
+            COMPOSITE_WORKFLOW,
+            run,
+            id=run_id,
+            task_queue=self.config.temporal.task_queue,
+            execution_timeout=timedelta(seconds=timeout),
+            # set at start, so the run is findable before its first task (and that task need not upsert)
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_TOOL), run.tool),
+                    SearchAttributePair(SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATUS), "running"),
+                ]
+            ),
+            static_summary=f"composite tool {run.tool}",
+            # honoured when this client also runs a worker on the queue (`vmcp dev`): the first
+            # workflow task is handed to it in the start response
+            request_eager_start=True,
+        )
+
+    @_reaching
+    async def result(self, run_id: str, wait: float) -> CompositeRunOutput | None:
+        """The run's output, or None if it is still going after `wait` seconds."""
+        handle = (await self.client()).get_workflow_handle(run_id, result_type=CompositeRunOutput)
+        with anyio.move_on_after(wait):
+            try:
+                output: CompositeRunOutput = await handle.result(follow_runs=True)
+                return output
+            except WorkflowFailureError as exc:
+                return CompositeRunOutput(
+                    structured={"error": describe_error(exc.cause or exc)}, text=str(exc), is_error=True
+                )
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    raise RunNotFound(run_id) from None
+                raise
+        return None
+
+    @_reaching
+    async def status(self, run_id: str) -> dict[str, Any]:
+        """State and steps of a run: its own query while it runs, its description once closed."""
+        handle, description = await self._described(run_id)
+        closed = description.status not in (None, WorkflowExecutionStatus.RUNNING)
+        try:
+            status: dict[str, Any] = dict(await handle.query(QUERY_STATUS))
+        except (RPCError, WorkflowQueryFailedError) as exc:
+            status = {"state": "unknown", "error": f"the run did not answer its status query: {exc}"}
+        if closed and description.status is not None:
+            status.setdefault("state", description.status.name.lower())
+            if description.status != WorkflowExecutionStatus.COMPLETED:
+                name = description.status.name.lower()
+                status["state"] = "cancelled" if name == "canceled" else name
+        status["run_id"] = run_id
+        status["started_at"] = description.start_time.isoformat() if description.start_time else None
+        status["closed_at"] = description.close_time.isoformat() if description.close_time else None
+        return status
+
+    async def _described(self, run_id: str) -> tuple[WorkflowHandle[Any, Any], WorkflowExecutionDescription]:
+        handle = (await self.client()).get_workflow_handle(run_id)
+        try:
+            return handle, await handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(run_id) from None
+            raise
+
+    @_reaching
+    async def cancel(self, run_id: str) -> None:
+        handle = (await self.client()).get_workflow_handle(run_id)
+        try:
+            await handle.cancel()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise RunNotFound(run_id) from None
+            raise
+
+    @_reaching
+    async def list_runs(self, *, pending_only: bool = False, limit: int = 50) -> list[dict[str, Any]]:
+        """Composite runs from Temporal visibility, newest first."""
+        query = f"WorkflowType = '{COMPOSITE_WORKFLOW}'"
+        if pending_only:
+            query += f" AND {SEARCH_ATTRIBUTE_PENDING_APPROVAL} = true"
+        runs: list[dict[str, Any]] = []
+        async for execution in (await self.client()).list_workflows(query, limit=limit):
+            attributes = execution.typed_search_attributes
+            status = execution.status.name.lower() if execution.status is not None else "unknown"
+            runs.append(
+                {
+                    "run_id": execution.id,
+                    "tool": attributes.get(SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_TOOL)),
+                    "state": attributes.get(SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATUS)) or status,
+                    "temporal_status": "cancelled" if status == "canceled" else status,
+                    "started_at": execution.start_time.isoformat() if execution.start_time else None,
+                    "closed_at": execution.close_time.isoformat() if execution.close_time else None,
+                }
+            )
+        return runs
+
+    @_reaching
+    async def run_counts(self, tools: Sequence[str]) -> tuple[dict[tuple[str, str], int], int]:
+        """Composite runs by (tool, state), and the runs waiting at an approval gate, from
+        visibility. A run that timed out or was terminated keeps the state it last upserted, so
+        the live states count only running executions, and those two are counted by Temporal's."""
+        client = await self.client()
+        base = f"WorkflowType = '{COMPOSITE_WORKFLOW}'"
+        counts: dict[tuple[str, str], int] = {}
+        for tool in tools:
+            mine = f"{base} AND {SEARCH_ATTRIBUTE_TOOL} = '{tool}'"
+            for state in ("running", "awaiting_approval", "awaiting_input"):
+                query = f"{mine} AND {SEARCH_ATTRIBUTE_STATUS} = '{state}' AND ExecutionStatus = 'Running'"
+                counts[(tool, state)] = (await client.count_workflows(query)).count
+            for state in ("completed", "failed", "cancelled"):
+                counts[(tool, state)] = (
+                    await client.count_workflows(f"{mine} AND {SEARCH_ATTRIBUTE_STATUS} = '{state}'")
+                ).count
+            for state, status in (("timed_out", "TimedOut"), ("terminated", "Terminated")):
+                counts[(tool, state)] = (await client.count_workflows(f"{mine} AND ExecutionStatus = '{status}'")).count
+        pending = f"{base} AND {SEARCH_ATTRIBUTE_PENDING_APPROVAL} = true AND ExecutionStatus = 'Running'"
+        return counts, (await client.count_workflows(pending)).count
+
+    @_reaching
+    async def decide(self, run_id: str, kind: str, decision: dict[str, Any], wait: float = 15.0) -> dict[str, Any]:
+        """Send an `approve` / `reject` signal and return how the run recorded it (accepted, or
+        refused and why). The decision carries an `id` so its record can be found."""
+        handle, description = await self._described(run_id)
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            name = description.status.name.lower() if description.status is not None else "closed"
+            raise RunNotWaiting(f"run {run_id} is {'cancelled' if name == 'canceled' else name}: nothing to decide")
+        await handle.signal(kind, decision)
+        with anyio.move_on_after(wait):
+            while True:
+                status = dict(await handle.query(QUERY_STATUS))
+                for record in status.get("decisions", []):
+                    if record.get("id") == decision.get("id"):
+                        return dict(record)
+                await anyio.sleep(0.1)
+        raise RunNotWaiting(f"run {run_id} did not record the decision within {wait:g}s (is a worker running?)")
+
+
+class RunNotWaiting(Exception):
+    """The run is closed, or did not take the decision."""

@@ -1,0 +1,1 @@
+"""Argument policies, URL rules and authorization rules: pure judgements over plain data."""
