@@ -24,7 +24,6 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from vmcp.backends.pool import BackendConnection, BackendPool, BackendUnavailable
-from vmcp.backends.wire import WireError
 from vmcp.composite.contracts import (
     CALL_BACKEND_TOOL,
     ERROR_BACKEND_PROTOCOL,
@@ -203,23 +202,14 @@ async def _call_with_heartbeats(
 
 
 async def _call(connection: BackendConnection, call: CallBackendToolInput) -> types.Result:
-    """The backend call: over the lean wire when the backend allows it (a step needs no progress or
-    log relay), else through the SDK client."""
+    """The backend call, over whichever transport the connection picks (a step needs no progress
+    or log relay, so a 2026-07-28 HTTP backend gets one raw POST)."""
     meta = telemetry.inject({IDEMPOTENCY_META_KEY: call.idempotency_key})  # the step's span goes on
-    if connection.takes_lean_path(call.tool):
-        params = {"name": call.tool, "arguments": call.arguments, "_meta": meta}
-        try:
-            raw = await connection.forward_tool_call(params, caller_capabilities=None, timeout=call.timeout_seconds)
-        except WireError as exc:
-            raise MCPError(
-                code=int(exc.error.get("code", types.INTERNAL_ERROR)),
-                message=str(exc.error.get("message", "")),
-                data=exc.error.get("data"),
-            ) from None
-        if raw.get("resultType") == "input_required":
-            return types.InputRequiredResult.model_validate(raw)
-        return types.CallToolResult.model_validate(raw)
-    return await connection.call_tool(call.tool, call.arguments, meta=meta, timeout=call.timeout_seconds)
+    params = {"name": call.tool, "arguments": call.arguments, "_meta": meta}
+    raw = await connection.call_tool(params, timeout=call.timeout_seconds)
+    if raw.get("resultType") == "input_required":
+        return types.InputRequiredResult.model_validate(raw)
+    return types.CallToolResult.model_validate(raw)
 
 
 async def _heartbeat_forever(call: CallBackendToolInput) -> None:

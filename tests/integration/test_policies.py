@@ -190,6 +190,6 @@ async def test_metrics_count_a_known_sequence_of_calls(served: Served) -> None:
     assert delta("vmcp_tool_calls_total", tool="fault_add", backend="fault", outcome="ok") == 3
     assert delta("vmcp_tool_calls_total", tool="fault_fail", backend="fault", outcome="tool_error") == 1
     assert delta("vmcp_tool_calls_total", tool="fetch_docs", backend="fault", outcome="refused") == 2
-    assert delta("vmcp_denials_total", tool="fetch_docs", reason="policy") == 2
+    assert delta("vmcp_denials_total", method="tools/call", target="fetch_docs", reason="policy") == 2
     assert delta("vmcp_tool_call_seconds_count", tool="fault_add", backend="fault") == 3
     assert after[("vmcp_backend_up", (("backend", "fault"),))] == 1.0

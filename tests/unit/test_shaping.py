@@ -12,6 +12,8 @@ from vmcp.catalog.shaping import ShapeRefusal, shape_tool
 from vmcp.config.auth import AuthorizationConfig
 from vmcp.config.loading import ConfigError, parse_config
 from vmcp.config.overrides import ParameterPolicy, ToolOverride
+from vmcp.pipeline.police import Refusal, police
+from vmcp.pipeline.route import Target
 from vmcp.security.arguments import violation
 from vmcp.security.authorization import Authorizer
 
@@ -98,11 +100,13 @@ def test_policies_are_checked_on_what_the_backend_would_receive() -> None:
         parameters={"query": {"name": "q"}, "limit": {"default": 500}},
         policy={"limit": {"maximum": 100}, "query": {"max_length": 5}},
     )
-    with pytest.raises(ShapeRefusal, match=r"argument `limit` refused by policy \(maximum\)") as refused:
-        shape.backend_arguments({"q": "ok", "repo": "r", "org": "o"}, {})  # the default itself breaks it
-    assert refused.value.rule == "maximum"
-    with pytest.raises(ShapeRefusal, match=r"argument `q` refused by policy \(max_length\)"):
-        shape.backend_arguments({"q": "too long", "repo": "r", "org": "o", "limit": 1}, {})
+    assert shape is not None
+    target = Target("tool", "search", "gh", "search", shape, shape.policies)
+    with pytest.raises(Refusal, match=r"argument `limit` refused by policy \(maximum\)") as refused:
+        police(target, shape.backend_arguments({"q": "ok", "repo": "r", "org": "o"}, {}))  # the default breaks it
+    assert refused.value.rule == "maximum" and refused.value.decision == "policy"
+    with pytest.raises(Refusal, match=r"argument `q` refused by policy \(max_length\)"):
+        police(target, shape.backend_arguments({"q": "too long", "repo": "r", "org": "o", "limit": 1}, {}))
 
 
 @pytest.mark.parametrize(
@@ -157,7 +161,7 @@ def authorizer(**config: Any) -> Authorizer:
 
 
 def test_without_authorization_everybody_may_call_everything() -> None:
-    assert Authorizer(None).allows({"subject": "anonymous"}, "anything") and not Authorizer(None).active
+    assert Authorizer(None).allows({"subject": "anonymous"}, "tool", "anything") and not Authorizer(None).active
 
 
 @pytest.mark.parametrize(
@@ -177,7 +181,7 @@ def test_without_authorization_everybody_may_call_everything() -> None:
 )
 def test_a_rule_applies_when_every_condition_holds(when: dict[str, Any], caller: dict[str, Any], allowed: bool) -> None:
     rules = authorizer(default="deny", rules=[{"tools": ["t"], "when": when}])
-    assert rules.allows(caller, "t") is allowed
+    assert rules.allows(caller, "tool", "t") is allowed
 
 
 def test_the_first_matching_rule_decides_and_tools_match_by_any_name() -> None:
@@ -185,6 +189,6 @@ def test_the_first_matching_rule_decides_and_tools_match_by_any_name() -> None:
         default="allow",
         rules=[{"tools": ["gh.delete_*"], "effect": "deny"}, {"tools": ["gh_*"], "effect": "allow"}],
     )
-    assert not rules.allows({}, "gh_delete_repo", "gh.delete_repo")  # denied by its backend name
-    assert rules.allows({}, "gh_list", "gh.list")
-    assert not authorizer(rules=[]).allows({}, "x")  # default: deny
+    assert not rules.allows({}, "tool", "gh_delete_repo", "gh.delete_repo")  # denied by its backend name
+    assert rules.allows({}, "tool", "gh_list", "gh.list")
+    assert not authorizer(rules=[]).allows({}, "tool", "x")  # default: deny

@@ -1,5 +1,5 @@
-"""What callers ask of a backend connection: tool calls (over the SDK session or the lean wire),
-prompts, resources, completion, log level and ping.
+"""What callers ask of a backend connection: tool calls (over the SDK session or the lean wire,
+the connection's choice), prompts, resources, completion, log level and ping.
 
 A mixin of `BackendConnection` (which supervises the connection and provides the live client):
 each request waits for a ready client, and a failure of the connection itself becomes
@@ -17,11 +17,12 @@ import mcp_types as types
 from mcp import Client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
+from pydantic import TypeAdapter
 
 from vmcp.backends.common import BackendUnavailable, State, describe_error
 from vmcp.backends.credentials import Credentials, passed_headers
 from vmcp.backends.http1 import Http1Error
-from vmcp.backends.wire import ModernHttpWire, WireProtocolError
+from vmcp.backends.wire import ModernHttpWire, WireError, WireProtocolError
 from vmcp.config.models import BackendConfig
 
 _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
@@ -35,6 +36,7 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 # A handshake-era HTTP backend that restarted no longer knows our Mcp-Session-Id (HTTP 404).
 _SESSION_GONE = frozenset({"Session not found", "Session terminated"})
 _T = TypeVar("_T")
+_INPUT_RESPONSES: TypeAdapter[types.InputResponses] = TypeAdapter(types.InputResponses)
 
 
 class BackendRequests:
@@ -60,19 +62,47 @@ class BackendRequests:
         tools need the SDK's Mcp-Param header mirroring)."""
         return self.wire is not None and self.state == "ready" and tool not in self._header_bound_tools
 
-    async def forward_tool_call(
+    async def call_tool(
         self,
-        params: dict[str, Any],
+        params: Mapping[str, Any],
         *,
-        caller_capabilities: dict[str, Any] | None,
-        timeout: float | None = None,
+        progress: ProgressFnT | None = None,
+        streams: bool = False,
+        caller_capabilities: Mapping[str, Any] | None = None,
         client_headers: Mapping[str, str] | None = None,
         caller_token: str | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Relay a raw tools/call (params already carry the backend's tool name); the result
-        dict comes back untouched. WireError carries a JSON-RPC error from the backend.
-        `client_headers` (the caller's request headers) pass on as `pass_headers` allows;
-        `caller_token` is what a `token_exchange` backend exchanges."""
+        """One tools/call. `params` are the backend's (its own tool name, the `_meta` it may see),
+        in their JSON form.
+
+        The transport is this connection's choice: one raw POST over the lean wire when the backend
+        speaks 2026-07-28 over HTTP and nothing must stream back to the caller (no progress
+        callback, no log lines wanted: `streams`), else the SDK session. Either way the answer is
+        the result as the backend sent it, `MCPError` is the backend's own JSON-RPC error, and
+        `BackendUnavailable` a failed connection. `client_headers` pass on as `pass_headers`
+        allows; `caller_token` is what a `token_exchange` backend exchanges (it needs the wire: a
+        per-request header)."""
+        name = str(params["name"])
+        if self.credentials.per_caller:
+            if not self.takes_lean_path(name):
+                raise BackendUnavailable(
+                    f"backend {self.name!r} exchanges each caller's token, which needs a per-request header: "
+                    "a 2026-07-28 streamable-HTTP backend (it is not one, or is down)"
+                )
+        elif progress is not None or streams or not self.takes_lean_path(name):
+            return await self._call_over_session(name, params, progress, timeout)
+        return await self._call_over_wire(name, params, caller_capabilities, client_headers, caller_token, timeout)
+
+    async def _call_over_wire(
+        self,
+        name: str,
+        params: Mapping[str, Any],
+        caller_capabilities: Mapping[str, Any] | None,
+        client_headers: Mapping[str, str] | None,
+        caller_token: str | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
         wire = self.wire
         if wire is None:
             raise BackendUnavailable(f"backend {self.name!r} is unavailable ({self.state})")
@@ -80,18 +110,46 @@ class BackendRequests:
         headers.update(await self.credentials.headers(caller_token))
         try:
             return await wire.call_tool(
-                params["name"],
+                name,
                 params,
-                caller_capabilities=caller_capabilities,
+                caller_capabilities=dict(caller_capabilities) if caller_capabilities is not None else None,
                 timeout=timeout or self.config.timeout,
                 headers=headers,
             )
+        except WireError as exc:  # the backend's answer, raised as the SDK path raises it
+            error = exc.error
+            raise MCPError(
+                code=int(error.get("code", types.INTERNAL_ERROR)),
+                message=str(error.get("message", "")),
+                data=error.get("data"),
+            ) from None
         except TimeoutError as exc:
             limit = timeout or self.config.timeout
             raise BackendUnavailable(f"backend {self.name!r} did not answer within {limit:g}s") from exc
         except (Http1Error, OSError, WireProtocolError) as exc:
             self._mark_broken()
             raise BackendUnavailable(f"backend {self.name!r} connection failed: {describe_error(exc)}") from exc
+
+    async def _call_over_session(
+        self, name: str, params: Mapping[str, Any], progress: ProgressFnT | None, timeout: float | None
+    ) -> dict[str, Any]:
+        client = await self._ready_client()
+        responses = params.get("inputResponses")
+        result = await self._guard(
+            client.session.call_tool(  # type: ignore[misc]
+                name,
+                params.get("arguments"),
+                read_timeout_seconds=timeout or self.config.timeout,
+                progress_callback=progress,
+                meta=params.get("_meta") or None,
+                input_responses=_INPUT_RESPONSES.validate_python(responses) if responses else None,
+                request_state=params.get("requestState"),
+                allow_input_required=True,
+                allow_claimed=True,
+            ),
+            timeout,
+        )
+        return result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
     async def _guard(self, call: Awaitable[_T], timeout: float | None = None) -> _T:
         """Turn connection-level failures into BackendUnavailable and schedule a reconnect.
@@ -115,33 +173,6 @@ class BackendRequests:
         except _TRANSPORT_ERRORS as exc:
             self._mark_broken()
             raise BackendUnavailable(f"backend {self.name!r} connection failed: {describe_error(exc)}") from exc
-
-    async def call_tool(
-        self,
-        name: str,
-        arguments: dict[str, Any] | None,
-        *,
-        meta: dict[str, Any] | None = None,
-        progress: ProgressFnT | None = None,
-        timeout: float | None = None,
-        input_responses: types.InputResponses | None = None,
-        request_state: str | None = None,
-    ) -> types.CallToolResult | types.InputRequiredResult | types.Result:
-        client = await self._ready_client()
-        return await self._guard(
-            client.session.call_tool(  # type: ignore[misc]
-                name,
-                arguments,
-                read_timeout_seconds=timeout or self.config.timeout,
-                progress_callback=progress,
-                meta=meta,  # type: ignore[arg-type]
-                input_responses=input_responses,
-                request_state=request_state,
-                allow_input_required=True,
-                allow_claimed=True,
-            ),
-            timeout,
-        )
 
     async def get_prompt(
         self,

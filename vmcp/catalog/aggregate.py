@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import mcp_types as types
 
 from vmcp.catalog.shaping import ToolShape, shape_tool
 from vmcp.config.models import RESERVED_TOOL_PREFIX, AggregationConfig, BackendAggregation
+from vmcp.config.overrides import ParameterPolicy, PromptAggregation, ResourceAggregation
 from vmcp.config.types import ConfigIssue
 
 
@@ -34,12 +35,14 @@ class BackendListing:
 
 @dataclass(frozen=True)
 class Route:
-    """Where an advertised name goes: the backend and the name the backend knows, and for a
-    customized tool how its arguments become the backend's (`vmcp.shaping`)."""
+    """Where an advertised name goes: the backend and the name the backend knows, for a
+    customized tool how its arguments become the backend's (`vmcp.catalog.shaping`), and for a
+    prompt the policies its arguments must meet."""
 
     backend: str
     original: str
     shape: ToolShape | None = None
+    policies: Mapping[str, ParameterPolicy] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,7 @@ class Catalog:
     resource_routes: dict[str, str] = field(default_factory=dict)
     resource_templates: tuple[types.ResourceTemplate, ...] = ()
     template_routes: tuple[TemplateRoute, ...] = ()
+    resource_policies: dict[str, ParameterPolicy] = field(default_factory=dict)  # by backend
     warnings: tuple[str, ...] = ()
 
     def tool(self, name: str) -> types.Tool | None:
@@ -77,12 +81,17 @@ class Catalog:
 
     def resource_backend(self, uri: str) -> str | None:
         """The backend that owns a URI: an exact listed resource first, then the first matching template."""
+        found = self.resource_route(uri)
+        return found[0] if found is not None else None
+
+    def resource_route(self, uri: str) -> tuple[str, str | None] | None:
+        """(backend, the template it expands, or None for a listed resource) for a URI."""
         backend = self.resource_routes.get(uri)
         if backend is not None:
-            return backend
+            return backend, None
         for route in self.template_routes:
             if route.pattern.fullmatch(uri):
-                return route.backend
+                return route.backend, route.template
         return None
 
     def template_backend(self, template: str) -> str | None:
@@ -97,7 +106,7 @@ def _requires_tasks(tool: types.Tool) -> bool:
     return execution is not None and getattr(execution, "task_support", None) == "required"
 
 
-def is_included(name: str, settings: BackendAggregation) -> bool:
+def is_included(name: str, settings: BackendAggregation | PromptAggregation | ResourceAggregation) -> bool:
     if settings.include and not any(fnmatch.fnmatchcase(name, glob) for glob in settings.include):
         return False
     return not any(fnmatch.fnmatchcase(name, glob) for glob in settings.exclude)
@@ -144,9 +153,13 @@ def build_catalog(
             )
     tool_names = _resolve_names(config, tool_candidates, reserved_names, "tool", issues)
 
-    prompt_candidates = [
-        _Candidate(listing.backend, prompt.name, None) for listing in ordered for prompt in listing.prompts
-    ]
+    prompt_candidates = []
+    for listing in ordered:
+        prompt_settings = config.for_backend(listing.backend).prompts
+        for prompt in listing.prompts:
+            if is_included(prompt.name, prompt_settings):
+                renamed = prompt_settings.overrides.get(prompt.name)
+                prompt_candidates.append(_Candidate(listing.backend, prompt.name, renamed.name if renamed else None))
     prompt_names = _resolve_names(config, prompt_candidates, reserved_names, "prompt", issues)
     if issues:
         raise CatalogError(issues)
@@ -169,14 +182,32 @@ def build_catalog(
     prompt_routes: dict[str, Route] = {}
     for candidate, name in zip(prompt_candidates, prompt_names, strict=True):
         prompt = prompts_by_key[(candidate.backend, candidate.original)]
-        prompts.append(prompt if name == prompt.name else prompt.model_copy(update={"name": name}))
-        prompt_routes[name] = Route(candidate.backend, candidate.original)
+        prompt_override = config.for_backend(candidate.backend).prompts.overrides.get(candidate.original)
+        update: dict[str, object] = {"name": name} if name != prompt.name else {}
+        if prompt_override is not None and prompt_override.description is not None:
+            update["description"] = prompt_override.description
+        if prompt_override is not None:
+            arguments = {argument.name for argument in prompt.arguments or ()}
+            missing = [argument for argument in prompt_override.policy if argument not in arguments]
+            if missing:  # a guard that names nothing could leave the argument it meant open
+                warnings.append(
+                    f"aggregation.backends.{candidate.backend}.prompts.overrides.{candidate.original}.policy: "
+                    f"prompt {candidate.original!r} has no argument {missing[0]!r}; prompt {name!r} is not "
+                    "advertised until this is fixed"
+                )
+                continue
+        prompts.append(prompt.model_copy(update=update) if update else prompt)
+        prompt_routes[name] = Route(
+            candidate.backend, candidate.original, policies=prompt_override.policy if prompt_override else {}
+        )
 
-    resources, resource_routes = _resources(ordered, _resource_precedence(config, backend_order), warnings)
+    resources, resource_routes = _resources(config, ordered, _resource_precedence(config, backend_order), warnings)
     templates: list[types.ResourceTemplate] = []
     template_routes: list[TemplateRoute] = []
     for listing in sorted(ordered, key=_resource_precedence(config, backend_order)):
         for template in listing.resource_templates:
+            if not is_included(template.uri_template, config.for_backend(listing.backend).resources):
+                continue
             templates.append(template)
             template_routes.append(
                 TemplateRoute(listing.backend, template.uri_template, template_pattern(template.uri_template))
@@ -192,6 +223,11 @@ def build_catalog(
         resource_routes=resource_routes,
         resource_templates=tuple(templates),
         template_routes=tuple(template_routes),
+        resource_policies={
+            listing.backend: policy
+            for listing in ordered
+            if (policy := config.for_backend(listing.backend).resources.policy) is not None
+        },
         warnings=tuple(warnings),
     )
 
@@ -302,12 +338,14 @@ class _Precedence:
 
 
 def _resources(
-    ordered: Sequence[BackendListing], precedence: _Precedence, warnings: list[str]
+    config: AggregationConfig, ordered: Sequence[BackendListing], precedence: _Precedence, warnings: list[str]
 ) -> tuple[list[types.Resource], dict[str, str]]:
     resources: list[types.Resource] = []
     routes: dict[str, str] = {}
     for listing in sorted(ordered, key=precedence):
         for resource in listing.resources:
+            if not is_included(str(resource.uri), config.for_backend(listing.backend).resources):
+                continue
             if resource.uri in routes:
                 warnings.append(
                     f"resource {resource.uri} is offered by {routes[resource.uri]!r} and "

@@ -4,7 +4,7 @@ Pure. From a backend tool's input schema and its `overrides` entry, `shape_tool`
 callers see — renamed parameters, new descriptions, pre-filled defaults, fixed and unexposed
 parameters left out — exactly what a caller may send. The `ToolShape` it returns turns a caller's
 arguments back into the backend's: its own names, defaults filled in, fixed values injected
-(templates over `caller` rendered then), and the policies checked on the result.
+(templates over `caller` rendered then); it carries the policies that result must meet.
 """
 
 from __future__ import annotations
@@ -18,15 +18,10 @@ import mcp_types as types
 
 from vmcp.composite.templating import TemplateFailure, render
 from vmcp.config.overrides import ParameterPolicy, ToolOverride
-from vmcp.security.arguments import violation
 
 
 class ShapeRefusal(Exception):
     """The caller's arguments cannot be sent: the message says why (an `isError` result)."""
-
-    def __init__(self, message: str, rule: str | None = None) -> None:
-        super().__init__(message)
-        self.rule = rule  # set when an argument policy refused the call
 
 
 @dataclass(frozen=True)
@@ -38,7 +33,8 @@ class ToolShape:
     policies: dict[str, ParameterPolicy] = field(default_factory=dict)  # by backend name
 
     def backend_arguments(self, arguments: Mapping[str, Any] | None, caller: Mapping[str, Any]) -> dict[str, Any]:
-        """The arguments the backend receives, or ShapeRefusal naming the parameter and why."""
+        """The arguments the backend receives, or ShapeRefusal naming the parameter and why. The
+        policies are checked on the result by the pipeline's police stage (`vmcp.pipeline.police`)."""
         label = {original: name for name, original in self.advertised.items()}
         out: dict[str, Any] = {}
         for name, value in (arguments or {}).items():
@@ -57,9 +53,6 @@ class ToolShape:
                 out[name] = render(value, {"caller": dict(caller)})
             except TemplateFailure as exc:
                 raise ShapeRefusal(f"fixed parameter `{name}` could not be filled in: {exc}") from None
-        broken = violation(self.policies, out, label)
-        if broken is not None:
-            raise ShapeRefusal(broken[1], rule=broken[0])
         return out
 
 

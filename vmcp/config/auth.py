@@ -77,17 +77,34 @@ class CallerCondition(BaseModel):
 
 
 class AuthorizationRule(BaseModel):
+    """What a rule is about: tools, prompts, resources (any of them; at least one)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # globs over advertised names (composite tools included) and `backend.original_tool`
-    tools: list[str] = Field(min_length=1)
+    tools: list[str] = Field(default_factory=list)
+    # globs over advertised prompt names and `backend.original_prompt`
+    prompts: list[str] = Field(default_factory=list)
+    # globs over resource URIs and resource templates (a URI read through a template matches either)
+    resources: list[str] = Field(default_factory=list)
     effect: Literal["allow", "deny"] = "allow"
     when: CallerCondition = Field(default_factory=CallerCondition)
 
+    @model_validator(mode="after")
+    def _names_something(self) -> AuthorizationRule:
+        if not (self.tools or self.prompts or self.resources):
+            raise ValueError("a rule names `tools`, `prompts` or `resources` (globs)")
+        return self
+
+    def globs(self, kind: str) -> list[str]:
+        """The globs of this rule for `tool`, `prompt` or `resource` requests."""
+        return self.tools if kind == "tool" else self.prompts if kind == "prompt" else self.resources
+
 
 class AuthorizationConfig(BaseModel):
-    """Which caller may call which tool: the first rule whose tools and `when` match decides;
-    none matching, `default` does. A composite call also needs every tool its steps call."""
+    """Which caller may use which tool, prompt or resource: the first rule that names it and whose
+    `when` matches decides; none matching, `default` does. A composite call also needs every tool
+    its steps call."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -127,19 +127,21 @@ def check_references(config: VmcpConfig) -> list[ConfigIssue]:
             issues.append(ConfigIssue(f"aggregation.priority[{index}]", _unknown_backend(name, known)))
         elif aggregation.priority.index(name) != index:
             issues.append(ConfigIssue(f"aggregation.priority[{index}]", f"{name!r} is listed twice"))
-    claimed: dict[str, str] = {}
-    for backend_name, settings in aggregation.backends.items():
-        for tool, override in settings.overrides.items():
-            path = f"aggregation.backends.{backend_name}.overrides.{tool}.name"
-            if override.name is None:
-                continue
-            if override.name.startswith(RESERVED_TOOL_PREFIX):
-                issues.append(ConfigIssue(path, f"names starting with {RESERVED_TOOL_PREFIX!r} are reserved"))
-            if override.name in claimed:
-                issues.append(
-                    ConfigIssue(path, f"{override.name!r} is already the override name of {claimed[override.name]}")
-                )
-            claimed[override.name] = f"{backend_name}.{tool}"
+    for kind in ("overrides", "prompts.overrides"):  # tools and prompts: two namespaces, each unique
+        claimed: dict[str, str] = {}
+        for backend_name, settings in aggregation.backends.items():
+            overrides = settings.overrides if kind == "overrides" else settings.prompts.overrides
+            for original, override in overrides.items():
+                path = f"aggregation.backends.{backend_name}.{kind}.{original}.name"
+                if override.name is None:
+                    continue
+                if override.name.startswith(RESERVED_TOOL_PREFIX):
+                    issues.append(ConfigIssue(path, f"names starting with {RESERVED_TOOL_PREFIX!r} are reserved"))
+                if override.name in claimed:
+                    issues.append(
+                        ConfigIssue(path, f"{override.name!r} is already the override name of {claimed[override.name]}")
+                    )
+                claimed[override.name] = f"{backend_name}.{original}"
     issues += check_composites(config.composite_tools)
     return issues
 

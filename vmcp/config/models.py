@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vmcp.config.auth import AuthConfig, AuthorizationConfig, BackendAuth
 from vmcp.config.composite import CompositeTool
-from vmcp.config.overrides import ToolOverride
+from vmcp.config.overrides import PromptAggregation, ResourceAggregation, ToolOverride
 from vmcp.config.types import Seconds
 
 BACKEND_NAME = r"^[a-z0-9_-]+$"
@@ -126,9 +126,11 @@ class BackendConfig(_Strict):
 
 
 class BackendAggregation(_Strict):
-    include: list[str] = Field(default_factory=list)
+    include: list[str] = Field(default_factory=list)  # globs over the backend's tool names
     exclude: list[str] = Field(default_factory=list)
     overrides: dict[str, ToolOverride] = Field(default_factory=dict)
+    prompts: PromptAggregation = Field(default_factory=PromptAggregation)
+    resources: ResourceAggregation = Field(default_factory=ResourceAggregation)
 
 
 ConflictResolution = Literal["prefix", "priority", "manual"]

@@ -107,3 +107,29 @@ class ToolOverride(_Strict):
     @property
     def reshapes(self) -> bool:
         return bool(self.parameters or self.expose is not None or self.policy)
+
+
+class PromptOverride(_Strict):
+    """How one backend prompt is advertised, and the policies its arguments must meet."""
+
+    name: str | None = Field(default=None, min_length=1)  # advertised exactly as written
+    description: str | None = None
+    policy: dict[str, ParameterPolicy] = Field(default_factory=dict)  # per prompt argument
+
+
+class PromptAggregation(_Strict):
+    """`aggregation.backends.<name>.prompts`: the same filters and overrides as tools have."""
+
+    include: list[str] = Field(default_factory=list)  # globs over the backend's prompt names
+    exclude: list[str] = Field(default_factory=list)
+    overrides: dict[str, PromptOverride] = Field(default_factory=dict)
+
+
+class ResourceAggregation(_Strict):
+    """`aggregation.backends.<name>.resources`: which resources and templates are offered, and the
+    policy every URI read from this backend must meet (a template's expansion included), judged
+    like a URL argument."""
+
+    include: list[str] = Field(default_factory=list)  # globs over URIs and URI templates
+    exclude: list[str] = Field(default_factory=list)
+    policy: ParameterPolicy | None = None

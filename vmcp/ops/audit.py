@@ -1,9 +1,10 @@
-"""The audit trail: one JSON line per tool call and per composite step.
+"""The audit trail: one JSON line per client request that reaches for a backend's offer (tool calls,
+prompts, resource reads, completion, subscriptions) and per composite step.
 
-Each line says when, who (the caller's subject and client, never a token), which tool on which
-backend, what authorization decided, how it ended, how long it took, and the run id for composite
-steps. Written by the façade (plain calls, composite calls) and by workers (each step's backend
-call), to `audit.file` (`-` for standard error). A line is written whole with one `write`, so
+Each line says when, who (the caller's subject and client, never a token), which method, which tool
+(or prompt, or URI: `target`) on which backend, what was decided (`allow`, `deny`, `policy`), how it
+ended, how long it took, and the run id for composite steps. Written by the façade and by workers
+(each step's backend call), to `audit.file` (`-` for standard error). A line is written whole with one `write`, so
 several processes may share a file opened in append mode.
 """
 
@@ -45,7 +46,7 @@ class AuditLog:
         self,
         *,
         caller: dict[str, Any] | None,
-        tool: str,
+        tool: str | None,
         backend: str | None,
         decision: str,
         outcome: str,
@@ -53,15 +54,20 @@ class AuditLog:
         run_id: str | None = None,
         step: str | None = None,
         detail: str | None = None,
+        method: str | None = None,
+        target: str | None = None,
     ) -> None:
-        """`started` is a `time.monotonic()` reading taken when the call began."""
+        """`started` is a `time.monotonic()` reading taken when the call began. `tool` names a
+        tool call's tool; `target` what another request named (a prompt, a URI)."""
         if not self.enabled:
             return
         entry = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "subject": (caller or {}).get("subject"),
             "client": (caller or {}).get("client"),
+            "method": method,
             "tool": tool,
+            "target": target,
             "backend": backend,
             "decision": decision,
             "outcome": outcome,

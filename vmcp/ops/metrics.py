@@ -1,7 +1,10 @@
 """`/metrics` in the Prometheus text format.
 
-Counted by this façade: tool calls by tool, backend and outcome, their latency, and refusals by
-authorization and argument policy. Read at scrape time: each backend's state (from the pool), and
+Counted by this façade: tool calls by tool, backend and outcome, their latency, the other requests
+(prompts, resources, completion, subscriptions) by method, backend and outcome, and refusals by
+authorization and argument policy. Labels take only names the catalogue offers (`(unknown)` for the
+rest), so their number stays bounded whatever callers send. Read at scrape time: each backend's
+state (from the pool), and
 composite runs by tool and state and the approvals waiting, from Temporal visibility, so every
 replica reports the same cluster-wide figures (cached for `RUN_COUNTS_TTL`: a scrape costs a
 few count queries at most that often).
@@ -36,8 +39,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS, registry=self.registry,
         )  # fmt: skip
         self.denials = Counter(
-            "vmcp_denials", "Calls refused before reaching a backend, by tool and reason.", ["tool", "reason"],
-            registry=self.registry,
+            "vmcp_denials", "Requests refused before reaching a backend, by method, what they named and reason.",
+            ["method", "target", "reason"], registry=self.registry,
+        )  # fmt: skip
+        self.requests = Counter(
+            "vmcp_requests", "Prompt, resource, completion and subscription requests by backend and outcome.",
+            ["method", "backend", "outcome"], registry=self.registry,
         )  # fmt: skip
         self._run_counts: dict[tuple[str, str], int] = {}
         self._approvals_waiting: int | None = None
@@ -46,6 +53,9 @@ class Metrics:
     def observe_call(self, tool: str, backend: str | None, outcome: str, seconds: float) -> None:
         self.calls.labels(tool, backend or "", outcome).inc()
         self.latency.labels(tool, backend or "").observe(seconds)
+
+    def observe_request(self, method: str, backend: str | None, outcome: str, seconds: float) -> None:
+        self.requests.labels(method, backend or "", outcome).inc()
 
     def watch_backends(self, statuses: Callable[[], Iterable[Any]]) -> None:
         self.registry.register(_BackendStates(statuses))

@@ -1,11 +1,13 @@
 """The lean inbound path for the hottest request: a plain 2026-07-28 `tools/call`.
 
-A 2026-07-28 POST is one self-contained JSON-RPC request, so when it only needs relaying
-(the tool lives on a backend reachable by `vmcp.wire`, and the caller asked for no progress or
-log stream) vmcp answers it here: the same Host/Origin, content-type, Accept and envelope checks
-as the SDK (its own validators are reused), then the raw result straight from the backend with
-vmcp's `serverInfo` stamp. Anything else — other methods, handshake-era sessions, progress
-tokens, log opt-ins, `Mcp-Param-*` headers, unknown tools, anything the checks do not like — is
+A 2026-07-28 POST is one self-contained JSON-RPC request, so when nothing can come back but the
+answer (the tool's backend is reached over its lean wire, and the caller asked for no progress or
+log stream) vmcp takes it here rather than through the SDK's session machinery: the same
+Host/Origin, content-type, Accept and envelope checks as the SDK (its own validators are reused),
+then the same pipeline as every other request (`vmcp.pipeline.requests`: authorize, reshape,
+police, forward, observe), and the answer with vmcp's `serverInfo` stamp. This is an inbound
+transport, not a second pipeline. Anything else — other methods, handshake-era sessions, progress
+tokens, log opt-ins, `Mcp-Param-*` headers, vmcp's own tools, anything the checks do not like — is
 replayed untouched to the SDK's app, which then owns the answer (and every error message).
 """
 
@@ -13,12 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
 
 import anyio
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
+from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import ERROR_CODE_HTTP_STATUS, InboundLadderRejection, classify_inbound_request
 from mcp_types import (
     CLIENT_CAPABILITIES_META_KEY,
@@ -31,10 +33,9 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vmcp.backends.pool import BackendUnavailable
-from vmcp.backends.wire import WireError
-from vmcp.ops import telemetry
+from vmcp.pipeline.envelope import error_result
 from vmcp.pipeline.facade import Facade
+from vmcp.pipeline.forward import Inbound
 from vmcp.pipeline.identify import bearer_token, caller_in
 
 logger = logging.getLogger(__name__)
@@ -101,62 +102,46 @@ class LeanToolCalls:
             return False
         if isinstance(classify_inbound_request(decoded, headers=dict(headers)), InboundLadderRejection):
             return False
+        if name in self._facade.runs.names:
+            return False  # vmcp's own tools may stream progress or ask the caller: the SDK's session serves them
         route = self._facade.catalog.tool_routes.get(name)
-        if route is None or route.shape is not None:  # a customized tool is shaped and checked by the façade
-            return False
-        if telemetry.enabled():
-            return False  # traced calls take the façade's path, which makes their span
-        if self._facade.authorizer.active and not self._facade.may_call(caller_in(scope, meta), name):
-            return False  # the façade refuses it, saying why
-        connection = self._facade.pool.connections.get(route.backend)
-        if connection is None or not connection.takes_lean_path(route.original):
-            return False
+        if route is not None:
+            connection = self._facade.pool.connections.get(route.backend)
+            if connection is None or not connection.takes_lean_path(route.original):
+                return False  # the backend talks through the SDK client, which may ask the caller mid-call
 
-        started = time.monotonic()
-        forwarded: dict[str, Any] = {**params, "name": route.original}
-        rest = {k: v for k, v in meta.items() if k not in _ENVELOPE_KEYS}
-        forwarded["_meta"] = rest
+        pipeline = self._facade.pipeline
+        caller = caller_in(scope, meta)
+        inbound = Inbound(
+            None,
+            headers=headers,
+            token=bearer_token(scope),
+            capabilities=meta.get(CLIENT_CAPABILITIES_META_KEY),
+        )
         status = 200
         try:
-            result = await _unless_disconnected(
-                receive,
-                connection.forward_tool_call(
-                    forwarded,
-                    caller_capabilities=meta.get(CLIENT_CAPABILITIES_META_KEY),
-                    client_headers=headers if connection.config.pass_headers else None,
-                    caller_token=bearer_token(scope) if connection.credentials.per_caller else None,
-                ),
-            )
-            if result is None:
+            answer = await _unless_disconnected(receive, pipeline.call_tool(caller, params, inbound))
+            if answer is None:
                 return True  # the client closed the request: at 2026-07-28 that is how it cancels
-            message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "result": self._restamp(result)}
-        except WireError as exc:
-            message = {"jsonrpc": "2.0", "id": request_id, "error": exc.error}
-            code = exc.error.get("code")
-            status = ERROR_CODE_HTTP_STATUS.get(code, 200) if isinstance(code, int) else 200
-        except BackendUnavailable as exc:
-            message = {"jsonrpc": "2.0", "id": request_id, "result": self._failure(f"Tool {name!r} failed: {exc}")}
-        except Exception as exc:  # boundary: nothing escapes
+            message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "result": self._restamp(answer)}
+        except MCPError as exc:  # the backend's own JSON-RPC error, relayed as it was sent
+            error = exc.error.model_dump(mode="json", exclude_none=True)
+            message = {"jsonrpc": "2.0", "id": request_id, "error": error}
+            status = ERROR_CODE_HTTP_STATUS.get(exc.error.code, 200)
+        except Exception:  # boundary: nothing escapes, and the caller learns nothing of vmcp's insides
             logger.exception("tools/call %s failed", name)
-            message = {
-                "jsonrpc": "2.0",
-                "id": request_id,
-                "result": self._failure(f"Tool {name!r} failed inside vmcp: {type(exc).__name__}: {exc}"),
-            }
+            failure = error_result(f"Tool {name!r} failed inside vmcp; the operator's logs say why.")
+            message = {"jsonrpc": "2.0", "id": request_id, "result": self._restamp(failure)}
         self.served += 1
         await _send_json(send, status, message)
-        caller = caller_in(scope, meta) if self._facade.audit.enabled else {}
-        self._facade.observe(caller, name, route.backend, started, result=message.get("result", message))
         return True
 
     def _restamp(self, result: dict[str, Any]) -> dict[str, Any]:
+        """vmcp's serverInfo on the answer, and the 2026-07-28 `resultType` it must carry."""
         meta = result.get("_meta")
         merged = {k: v for k, v in meta.items() if k != SERVER_INFO_META_KEY} if isinstance(meta, Mapping) else {}
         merged[SERVER_INFO_META_KEY] = self._stamp
-        return {**result, "_meta": merged}
-
-    def _failure(self, text: str) -> dict[str, Any]:
-        return self._restamp({"content": [{"type": "text", "text": text}], "isError": True, "resultType": "complete"})
+        return {"resultType": "complete", **result, "_meta": merged}
 
 
 async def _unless_disconnected(receive: Receive, call: Awaitable[_T]) -> _T | None:

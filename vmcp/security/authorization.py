@@ -11,10 +11,11 @@ if TYPE_CHECKING:  # the rules read these models; config imports the URL judge a
 
 
 class Authorizer:
-    """Which caller may call which tool (`authorization:`). Without a configuration, everybody may
-    call everything. A tool is known by its advertised name and by `backend.original_tool`, so a
-    rule can name a backend's tools however they are advertised, and composite steps (which call
-    backend tools, advertised or not) are judged by the same rules as plain calls."""
+    """Which caller may use which tool, prompt or resource (`authorization:`). Without a
+    configuration, everybody may use everything. A tool or prompt is known by its advertised name
+    and by `backend.original`, so a rule can name a backend's tools however they are advertised,
+    and composite steps (which call backend tools, advertised or not) are judged by the same rules
+    as plain calls. A resource is known by its URI and by the template it was read through."""
 
     def __init__(self, config: AuthorizationConfig | None) -> None:
         self.config = config
@@ -23,13 +24,13 @@ class Authorizer:
     def active(self) -> bool:
         return self.config is not None
 
-    def allows(self, caller: Mapping[str, Any], *names: str) -> bool:
+    def allows(self, caller: Mapping[str, Any], kind: str, *names: str) -> bool:
+        """Whether `caller` may use the `kind` (`tool`, `prompt`, `resource`) known by `names`."""
         if self.config is None:
             return True
         for rule in self.config.rules:
-            if any(fnmatch.fnmatchcase(name, glob) for name in names for glob in rule.tools) and _matches(
-                rule.when, caller
-            ):
+            globs = rule.globs(kind)
+            if any(fnmatch.fnmatchcase(name, glob) for name in names for glob in globs) and _matches(rule.when, caller):
                 return rule.effect == "allow"
         return self.config.default == "allow"
 

@@ -4,6 +4,7 @@ travels on, how progress comes back, and whose identity the answer carries."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import mcp_types as types
@@ -24,6 +25,10 @@ logger = logging.getLogger(__name__)
 
 PROGRESS_TOKEN = "progressToken"
 SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
+# vmcp's own `_meta` keys (a composite step's idempotency key, a run's id): only vmcp sets them
+# on what it sends a backend; a caller who sends one is not passed through (it could otherwise
+# make a backend believe a call is a step of some run, or a retry of one).
+VMCP_META_PREFIX = "io.vmcp/"
 # The caller's envelope describes its connection to vmcp, not vmcp's to the backend (the SDK
 # client stamps its own); a handshake-era backend rejects a request that carries one.
 _NOT_FORWARDED = frozenset(
@@ -32,12 +37,25 @@ _NOT_FORWARDED = frozenset(
 _ResultT = TypeVar("_ResultT", bound=types.Result)
 
 
-def error_result(message: str) -> types.CallToolResult:
-    return types.CallToolResult(content=[types.TextContent(type="text", text=message)], is_error=True)
+def error_result(message: str) -> dict[str, Any]:
+    """A tool's `isError` result, in the JSON form every answer of the pipeline takes."""
+    return {"content": [{"type": "text", "text": message}], "isError": True, "resultType": "complete"}
 
 
-def without_backend_identity(result: _ResultT) -> _ResultT:
-    """Drop the backend's serverInfo stamp so the client sees vmcp's own (the runner adds it)."""
+def without_backend_identity(result: dict[str, Any]) -> dict[str, Any]:
+    """Drop the backend's serverInfo stamp so the client sees vmcp's own (the runner, or the lean
+    path, adds it)."""
+    meta = result.get("_meta")
+    if isinstance(meta, dict) and SERVER_INFO_KEY in meta:
+        rest = {k: v for k, v in meta.items() if k != SERVER_INFO_KEY}
+        result = {k: v for k, v in result.items() if k != "_meta"}
+        if rest:
+            result["_meta"] = rest
+    return result
+
+
+def model_without_backend_identity(result: _ResultT) -> _ResultT:
+    """`without_backend_identity` for a result the SDK client returned as a model."""
     meta = result.meta
     if meta and SERVER_INFO_KEY in meta:
         rest = {k: v for k, v in meta.items() if k != SERVER_INFO_KEY}
@@ -45,14 +63,17 @@ def without_backend_identity(result: _ResultT) -> _ResultT:
     return result
 
 
-def has_progress_token(meta: types.RequestParamsMeta | None) -> bool:
+def has_progress_token(meta: Mapping[str, Any] | None) -> bool:
     return bool(meta) and meta.get("progress_token", meta.get(PROGRESS_TOKEN)) is not None  # type: ignore[union-attr]
 
 
-def forward_meta(meta: types.RequestParamsMeta | None) -> dict[str, Any] | None:
+def forward_meta(meta: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The caller's `_meta` minus its progress token (the backend gets a token of the SDK's own,
-    whose notifications are relayed back under the caller's) and its protocol envelope."""
-    forwarded = {k: v for k, v in (meta or {}).items() if k not in _NOT_FORWARDED}
+    whose notifications are relayed back under the caller's), its protocol envelope and any key
+    of vmcp's own."""
+    forwarded = {
+        k: v for k, v in (meta or {}).items() if k not in _NOT_FORWARDED and not k.startswith(VMCP_META_PREFIX)
+    }
     return telemetry.inject(forwarded) or None  # the trace goes on from vmcp's span, when tracing is on
 
 
@@ -67,15 +88,25 @@ def progress_relay(ctx: ServerRequestContext[Any]) -> ProgressFnT:
 
 
 def backend_meta(
-    relay: Relay, ctx: ServerRequestContext[Any], meta: types.RequestParamsMeta | None, connection: BackendConnection
+    relay: Relay, ctx: ServerRequestContext[Any] | None, meta: Mapping[str, Any] | None, connection: BackendConnection
 ) -> dict[str, Any] | None:
     """The `_meta` a backend gets: the caller's, less its envelope; a 2026-07-28 backend also
     gets a handshake-era caller's log level as the per-request opt-in."""
     forwarded = forward_meta(meta) or {}
     if connection.is_modern:
-        level = relay.level_of(ctx)
-        if level is not None and not is_modern(ctx):
+        level = relay.level_of(ctx) if ctx is not None else None
+        if level is not None and ctx is not None and not is_modern(ctx):
             forwarded[LOG_LEVEL_META_KEY] = level
     else:
         forwarded.pop(LOG_LEVEL_META_KEY, None)
     return forwarded or None
+
+
+def wants_log(relay: Relay, ctx: ServerRequestContext[Any] | None, meta: Mapping[str, Any] | None) -> bool:
+    """Whether the caller wants this call's log notifications (then the call needs the SDK client,
+    which delivers them; the lean wire drops them)."""
+    if ctx is None:
+        return bool(meta) and LOG_LEVEL_META_KEY in meta  # type: ignore[operator]
+    if is_modern(ctx):
+        return bool(meta) and LOG_LEVEL_META_KEY in meta  # type: ignore[operator]
+    return relay.level_of(ctx) is not None

@@ -1,0 +1,294 @@
+"""The one path every client request takes through vmcp.
+
+    identify → route → authorize → reshape → police → forward → observe
+
+Each stage is a module of this package (`identify`, `route`, `authorize`, `reshape`, `police`,
+`forward`, `observe`); `Pipeline` runs them in that order for every method a client may send —
+tools, prompts, resources and their templates, completion, subscriptions — whichever way the
+request came in (the SDK's session machinery, or the lean path for plain 2026-07-28 tool calls).
+A check lives in one stage, so it cannot hold for one method or one era and not another.
+
+What a refusal looks like depends only on the method: a tool call answers with an `isError`
+result (a failing tool is data), the other methods with a JSON-RPC error. Nothing the caller did
+makes an exception escape; messages name what was refused and why, never vmcp's internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import mcp_types as types
+from mcp.server.context import ServerRequestContext
+from mcp.shared.exceptions import MCPError
+
+from vmcp.backends.common import BackendUnavailable
+from vmcp.backends.pool import BackendPool
+from vmcp.catalog.aggregate import Catalog
+from vmcp.clients.relay import Relay
+from vmcp.config.models import VmcpConfig
+from vmcp.ops import telemetry
+from vmcp.ops.audit import AuditLog
+from vmcp.ops.metrics import Metrics
+from vmcp.pipeline import route
+from vmcp.pipeline.authorize import Authorization
+from vmcp.pipeline.envelope import error_result
+from vmcp.pipeline.forward import Forward, Inbound
+from vmcp.pipeline.observe import Observer
+from vmcp.pipeline.police import Refusal, police, police_uri
+from vmcp.pipeline.reshape import reshape
+from vmcp.pipeline.route import Target
+from vmcp.runs.calls import CompositeRuns
+
+logger = logging.getLogger(__name__)
+
+RESOURCE_NOT_FOUND = -32002  # the spec's code for resources/read of an unknown URI
+_T = TypeVar("_T")
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: VmcpConfig,
+        pool: BackendPool,
+        relay: Relay,
+        runs: CompositeRuns,
+        catalog: Callable[[], Catalog],
+        metrics: Metrics,
+        audit: AuditLog,
+    ) -> None:
+        self.runs = runs
+        self._catalog = catalog  # the façade swaps its catalogue; every request reads the current one
+        self.authorization = Authorization(
+            config.authorization, lambda name, catalog: runs.needs(name, catalog) if name in runs.tools else None
+        )
+        self.forward = Forward(pool, relay)
+        self.observer = Observer(metrics, audit)
+
+    # ------------------------------------------------------------------ lists
+
+    def tools(self, caller: Mapping[str, Any], tools: list[types.Tool]) -> list[types.Tool]:
+        return self.authorization.tools(caller, tools, self._catalog())
+
+    def prompts(self, caller: Mapping[str, Any]) -> list[types.Prompt]:
+        catalog = self._catalog()
+        return self.authorization.prompts(caller, catalog.prompts, catalog)
+
+    def resources(self, caller: Mapping[str, Any]) -> list[types.Resource]:
+        catalog = self._catalog()
+        return self.authorization.resources(caller, catalog.resources, catalog)
+
+    def resource_templates(self, caller: Mapping[str, Any]) -> list[types.ResourceTemplate]:
+        catalog = self._catalog()
+        return self.authorization.templates(caller, catalog.resource_templates, catalog)
+
+    # ------------------------------------------------------------------ tools
+
+    async def call_tool(self, caller: Mapping[str, Any], params: Mapping[str, Any], inbound: Inbound) -> Any:
+        """A tools/call (`params` in JSON form): the result as a dict (or, for vmcp's own tools,
+        a model). The backend's own JSON-RPC error is raised as `MCPError`, as it sent it."""
+        started = time.monotonic()
+        name = str(params.get("name"))
+        catalog = self._catalog()
+        target = route.tool(catalog, name)
+        if target is None and name in self.runs.names:
+            target = route.own_tool(name)
+        with telemetry.span(
+            f"tools/call {name}",
+            params.get("_meta"),
+            **{"mcp.tool": name, "vmcp.backend": target.backend if target is not None else None},
+        ):
+            try:
+                if target is None:
+                    result: Any = error_result(f"Unknown tool {name!r}: no backend offers it (see tools/list).")
+                else:
+                    if not self.authorization.permits(caller, target, catalog):
+                        raise Refusal(f"Tool {name!r} is not available to you (authorization).", "authorization")
+                    result = await self._call(caller, target, params, inbound, catalog)
+            except Refusal as refusal:
+                self.observer.refused(caller, "tools/call", name, target, refusal, started)
+                said = str(refusal) if refusal.reason == "authorization" else f"Tool {name!r} was not called: {refusal}"
+                return error_result(said)
+            except MCPError as exc:  # the backend's own protocol error, passed through as it was sent
+                self.observer.answered(caller, "tools/call", name, target, started, failure=exc.error.message)
+                raise
+        self.observer.answered(caller, "tools/call", name, target, started, result=result)
+        return result
+
+    async def _call(
+        self,
+        caller: Mapping[str, Any],
+        target: Target,
+        params: Mapping[str, Any],
+        inbound: Inbound,
+        catalog: Catalog,
+    ) -> Any:
+        name = target.name
+        try:
+            if target.backend is None:  # a composite or a run tool: vmcp answers it (through Temporal)
+                assert inbound.ctx is not None, "vmcp's own tools are served through the SDK's session"
+                request = types.CallToolRequestParams.model_validate(params)
+                return await self.runs.call(inbound.ctx, request, catalog, caller)
+            arguments = reshape(target, params.get("arguments"), caller)
+            police(target, arguments)
+            sent = {**params, "arguments": arguments} if target.shape is not None else params
+            return await self.forward.tool(target, sent, inbound)
+        except (Refusal, MCPError):
+            raise
+        except BackendUnavailable as exc:
+            return error_result(f"Tool {name!r} failed: {exc}")
+        except Exception:  # boundary: nothing escapes, and the caller learns nothing of vmcp's insides
+            logger.exception("tools/call %s failed", name)
+            return error_result(f"Tool {name!r} failed inside vmcp; the operator's logs say why.")
+
+    # ------------------------------------------------------------------ prompts, resources, completion
+
+    async def get_prompt(
+        self, ctx: ServerRequestContext[Any], caller: Mapping[str, Any], params: types.GetPromptRequestParams
+    ) -> Any:
+        target = route.prompt(self._catalog(), params.name)
+
+        def check(found: Target) -> None:
+            police(found, params.arguments)
+
+        return await self._guarded(
+            caller,
+            "prompts/get",
+            params.name,
+            target,
+            check,
+            lambda found: self.forward.prompt(ctx, found, params),
+            f"prompt {params.name!r}",
+        )
+
+    async def read_resource(
+        self, ctx: ServerRequestContext[Any], caller: Mapping[str, Any], params: types.ReadResourceRequestParams
+    ) -> Any:
+        uri = str(params.uri)
+        return await self._guarded(
+            caller,
+            "resources/read",
+            uri,
+            route.resource(self._catalog(), uri),
+            police_uri,
+            lambda found: self.forward.resource(ctx, found, params),
+            f"resource {uri}",
+        )
+
+    async def complete(
+        self, ctx: ServerRequestContext[Any], caller: Mapping[str, Any], params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        ref = params.ref
+        catalog = self._catalog()
+        if isinstance(ref, types.PromptReference):
+            name, target, what = ref.name, route.prompt(catalog, ref.name), f"prompt {ref.name!r}"
+        else:
+            name, target, what = ref.uri, route.template(catalog, ref.uri), f"resource template {ref.uri}"
+        return await self._guarded(
+            caller,
+            "completion/complete",
+            name,
+            target,
+            lambda found: None,
+            lambda found: self.forward.complete(ctx, found, params),
+            what,
+            unknown_code=types.INVALID_PARAMS,
+        )
+
+    async def subscribe(
+        self, ctx: ServerRequestContext[Any], caller: Mapping[str, Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        uri = str(params.uri)
+        await self._guarded(
+            caller,
+            "resources/subscribe",
+            uri,
+            route.resource(self._catalog(), uri),
+            police_uri,
+            lambda found: self.forward.subscribe(ctx, found),
+            f"subscribe {uri}",
+        )
+        return types.EmptyResult()
+
+    async def unsubscribe(
+        self, ctx: ServerRequestContext[Any], caller: Mapping[str, Any], params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        uri = str(params.uri)
+        await self._guarded(
+            caller,
+            "resources/unsubscribe",
+            uri,
+            route.resource(self._catalog(), uri),
+            police_uri,
+            lambda found: self.forward.unsubscribe(ctx, found),
+            f"unsubscribe {uri}",
+        )
+        return types.EmptyResult()
+
+    def followable(self, caller: Mapping[str, Any], uris: list[str]) -> list[Target]:
+        """The URIs of a 2026-07-28 listen request this caller may follow; the others are not
+        honoured (and never reach a backend), each refusal observed like any other."""
+        catalog = self._catalog()
+        followed = []
+        for uri in uris:
+            started = time.monotonic()
+            target = route.resource(catalog, uri)
+            if target is None:
+                continue  # not honoured: the acknowledgement tells the client
+            try:
+                if not self.authorization.permits(caller, target, catalog):
+                    raise Refusal(f"resource {uri} is not available to you (authorization)", "authorization")
+                police_uri(target)
+            except Refusal as refusal:
+                self.observer.refused(caller, "subscriptions/listen", uri, target, refusal, started)
+                continue
+            followed.append(target)
+        return followed
+
+    async def _guarded(
+        self,
+        caller: Mapping[str, Any],
+        method: str,
+        name: str,
+        target: Target | None,
+        check: Callable[[Target], None],
+        send: Callable[[Target], Awaitable[_T]],
+        what: str,
+        *,
+        unknown_code: int | None = None,
+    ) -> _T:
+        """Authorize, police and forward one request that is not a tool call; refusals and
+        failures are JSON-RPC errors."""
+        started = time.monotonic()
+        if target is None:
+            code = unknown_code or (RESOURCE_NOT_FOUND if method.startswith("resources/") else types.INVALID_PARAMS)
+            self.observer.answered(caller, method, name, None, started, failure="unknown")
+            raise MCPError(code=code, message=f"Unknown {what}")
+        try:
+            if not self.authorization.permits(caller, target, self._catalog()):
+                raise Refusal(f"{what} is not available to you (authorization)", "authorization")
+            check(target)
+            result = await send(target)
+        except Refusal as refusal:
+            self.observer.refused(caller, method, name, target, refusal, started)
+            raise MCPError(code=types.INVALID_PARAMS, message=f"{_capital(str(refusal))}") from None
+        except BackendUnavailable as exc:
+            self.observer.answered(caller, method, name, target, started, failure=str(exc))
+            raise MCPError(code=types.INTERNAL_ERROR, message=f"{what}: {exc}") from None
+        except MCPError as exc:
+            self.observer.answered(caller, method, name, target, started, failure=exc.error.message)
+            raise
+        except Exception:
+            logger.exception("%s %s failed", method, name)
+            self.observer.answered(caller, method, name, target, started, failure="internal error")
+            raise MCPError(
+                code=types.INTERNAL_ERROR, message=f"{what} failed inside vmcp; the operator's logs say why"
+            ) from None
+        self.observer.answered(caller, method, name, target, started)
+        return result
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
