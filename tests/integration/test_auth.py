@@ -374,3 +374,19 @@ async def test_an_introspected_token_calls_as_its_subject_and_the_answer_is_cach
     assert not result.is_error and not again.is_error
     assert (result.structured_content or {})["user"] == "carol"
     assert endpoint.asked.count("opaque-carol") - before == 1  # one introspection for several requests
+
+
+@pytest.mark.parametrize("path", ["/status", "/metrics"])
+def test_status_and_metrics_need_a_token_and_a_known_host(served: Any, issuer: Issuer, path: str) -> None:
+    """What vmcp knows of its backends and callers is no stranger's: the same bearer token as /mcp,
+    and the same Host check; the probes say only up or ready, and stay open."""
+    url = served.base + path
+    assert httpx.get(url, timeout=10).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer garbage"}, timeout=10).status_code == 401
+    bearer = {"Authorization": f"Bearer {issuer.token()}"}
+    answered = httpx.get(url, headers=bearer, timeout=10)
+    assert answered.status_code == 200 and ("backends" in answered.text or "vmcp_" in answered.text)
+    rebound = httpx.get(url, headers={**bearer, "Host": "evil.example:80"}, timeout=10)
+    assert rebound.status_code in (400, 403, 421) and "backends" not in rebound.text
+    assert httpx.get(served.base + "/healthz", timeout=10).status_code == 200
+    assert httpx.get(served.base + "/readyz", timeout=10).status_code == 200

@@ -46,7 +46,12 @@ CLIENT_INFO = types.Implementation(name="vmcp", version=package_version())
 
 
 class BackendUnavailable(Exception):
-    """The backend cannot be reached now; the message says why, for an `isError` result."""
+    """The backend cannot be reached now. The message says why, for the operator (logs, `/status`);
+    `public` is what a caller is told (an `isError` result): no internal exception text, file or URL."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public or message
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,9 @@ def expand_env(values: Mapping[str, str]) -> dict[str, str]:
     def one(match: re.Match[str]) -> str:
         name = match.group(1)
         if name not in os.environ:
-            raise BackendUnavailable(f"environment variable {name} is not set")
+            raise BackendUnavailable(
+                f"environment variable {name} is not set", "a credential of this backend is not configured"
+            )
         return os.environ[name]
 
     return {key: _ENV_REFERENCE.sub(one, value) for key, value in values.items()}

@@ -245,7 +245,10 @@ class BackendConnection(BackendRequests, ChangeFollowing):
                     self._wake.set()  # end the back-off: attempt now, and share it with other callers
                 await changed.wait()
         reason = f": {self.last_error}" if self.last_error else ""
-        raise BackendUnavailable(f"backend {self.name!r} is unavailable ({self.state}){reason}")
+        raise BackendUnavailable(
+            f"backend {self.name!r} is unavailable ({self.state}){reason}",
+            f"backend {self.name!r} is unavailable ({self.state})",
+        )
 
     @property
     def is_modern(self) -> bool:

@@ -35,7 +35,11 @@ _MAX_EXCHANGED = 1000  # exchanged tokens cached at most
 
 class CredentialError(BackendUnavailable):
     """The backend's credential could not be had (unset variable, unreadable file, token endpoint
-    refusing): the call fails with this message, which never contains a secret."""
+    refusing): the message, which never contains a secret, is for the operator; the caller learns
+    only that the credential is missing."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "this backend's credential could not be obtained (the operator's logs say why)")
 
 
 @dataclass
@@ -152,4 +156,8 @@ def passed_headers(allowed: list[str], incoming: Mapping[str, str] | None) -> di
     if not allowed or not incoming:
         return {}
     wanted = {name.lower() for name in allowed}
-    return {name: value for name, value in incoming.items() if name.lower() in wanted}
+    return {
+        name: value
+        for name, value in incoming.items()
+        if name.lower() in wanted and not any(c in value for c in "\r\n\0")  # never a second header line
+    }

@@ -128,7 +128,10 @@ class BackendRequests:
             raise BackendUnavailable(f"backend {self.name!r} did not answer within {limit:g}s") from exc
         except (Http1Error, OSError, WireProtocolError) as exc:
             self._mark_broken()
-            raise BackendUnavailable(f"backend {self.name!r} connection failed: {describe_error(exc)}") from exc
+            raise BackendUnavailable(
+                f"backend {self.name!r} connection failed: {describe_error(exc)}",
+                f"backend {self.name!r} connection failed",
+            ) from exc
 
     async def _call_over_session(
         self, name: str, params: Mapping[str, Any], progress: ProgressFnT | None, timeout: float | None
@@ -172,7 +175,10 @@ class BackendRequests:
             raise
         except _TRANSPORT_ERRORS as exc:
             self._mark_broken()
-            raise BackendUnavailable(f"backend {self.name!r} connection failed: {describe_error(exc)}") from exc
+            raise BackendUnavailable(
+                f"backend {self.name!r} connection failed: {describe_error(exc)}",
+                f"backend {self.name!r} connection failed",
+            ) from exc
 
     async def get_prompt(
         self,

@@ -18,6 +18,18 @@ from vmcp.config.overrides import PromptAggregation, ResourceAggregation, ToolOv
 from vmcp.config.types import Seconds
 
 BACKEND_NAME = r"^[a-z0-9_-]+$"
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+# Headers a client's request may never pass on to a backend: connection management and framing
+# (a smuggled Content-Length or Transfer-Encoding), routing, the MCP session and protocol that vmcp
+# negotiates itself, and credentials (each backend gets only vmcp's own, from `auth`).
+UNPASSABLE_HEADERS = frozenset(
+    {
+        "authorization", "proxy-authorization", "cookie", "set-cookie", "host", "content-length",
+        "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection",
+        "expect", "content-type", "accept", "mcp-session-id", "mcp-protocol-version", "mcp-method",
+        "mcp-name", "last-event-id", "x-api-key",
+    }
+)  # fmt: skip
 RESERVED_TOOL_PREFIX = "vmcp_"
 
 
@@ -101,6 +113,22 @@ class BackendConfig(_Strict):
     # client request headers passed on to this backend as they came (plain calls over the lean
     # path: a handshake session is shared by every caller), e.g. [X-Request-Id]
     pass_headers: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _headers_are_safe(self) -> BackendConfig:
+        refused = sorted({name for name in self.pass_headers if name.lower() in UNPASSABLE_HEADERS})
+        if refused:
+            raise ValueError(
+                f"pass_headers: {', '.join(refused)} cannot be passed on (hop-by-hop, framing, routing or "
+                "credential headers are vmcp's own to set for each backend; use `auth` for credentials)"
+            )
+        for name, value in self.headers.items():
+            if any(c in name + value for c in "\r\n\0") or not HEADER_NAME.fullmatch(name):
+                raise ValueError(f"headers: {name!r} is not a valid header (no line breaks, a token name)")
+        for name in self.pass_headers:
+            if not HEADER_NAME.fullmatch(name):
+                raise ValueError(f"pass_headers: {name!r} is not a header name")
+        return self
 
     @model_validator(mode="after")
     def _transport_fields(self) -> BackendConfig:

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import uvicorn
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
+from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -127,16 +127,23 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
                 "backends": [dataclasses.asdict(s) for s in the_pool.statuses()],
                 "catalog_warnings": list(facade.catalog.warnings),
                 "policy_denials": dict(facade.policy_denials),
+                # tool calls taken on the lean inbound path (plain 2026-07-28 calls) rather than the SDK's
+                "lean_calls": lean.served,
             }
         )
 
+    # What vmcp knows of its backends and callers is for operators: the same Host check as /mcp,
+    # and under OAuth the same bearer token (a scraper gets one like any client). The probes stay
+    # open: they say only "up" or "ready".
+    operations = _HostChecked(
+        protect(Starlette(routes=[Route("/status", status), Route("/metrics", metrics)]), config.auth, config.base_dir),
+        security,
+    )
     app = Starlette(
         routes=[
             Route(config.server.path, endpoint=mcp_endpoint),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            Route("/status", status),
-            Route("/metrics", metrics),
             *metadata_routes(config.auth),
         ],
         lifespan=lifespan,
@@ -144,7 +151,7 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
     app.state.facade = facade
     app.state.lean = lean
     app.state.prepare = prepare
-    return _McpFirst(app, config.server.path, mcp_endpoint)
+    return _McpFirst(app, config.server.path, mcp_endpoint, operations)
 
 
 def serve_directory(app: ASGIApp, prefix: str, directory: Path) -> None:
@@ -162,17 +169,37 @@ class _McpFirst:
     """Sends MCP requests straight to their endpoint, everything else (health, lifespan) through
     Starlette: its middleware stack is measurable on a relay's hottest path."""
 
-    def __init__(self, app: Starlette, path: str, mcp: ASGIApp) -> None:
+    _OPERATIONS = frozenset({"/status", "/metrics"})
+
+    def __init__(self, app: Starlette, path: str, mcp: ASGIApp, operations: ASGIApp) -> None:
         self.app = app
         self.state = app.state
         self._path = path
         self._mcp = mcp
+        self._operations = operations
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == self._path:
             await self._mcp(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] in self._OPERATIONS:
+            await self._operations(scope, receive, send)
         else:
             await self.app(scope, receive, send)
+
+
+class _HostChecked:
+    """DNS-rebinding protection (Host and Origin) for endpoints beside /mcp, as the SDK does for it."""
+
+    def __init__(self, app: ASGIApp, security: TransportSecuritySettings) -> None:
+        self._app = app
+        self._check = TransportSecurityMiddleware(security)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = await self._check.validate_request(Request(scope), is_post=scope.get("method") == "POST")
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await self._app(scope, receive, send)
 
 
 async def serve(

@@ -138,7 +138,8 @@ class Pipeline:
         except (Refusal, MCPError):
             raise
         except BackendUnavailable as exc:
-            return error_result(f"Tool {name!r} failed: {exc}")
+            logger.info("tools/call %s: %s", name, exc)
+            return error_result(f"Tool {name!r} failed: {exc.public}")
         except Exception:  # boundary: nothing escapes, and the caller learns nothing of vmcp's insides
             logger.exception("tools/call %s failed", name)
             return error_result(f"Tool {name!r} failed inside vmcp; the operator's logs say why.")
@@ -268,15 +269,17 @@ class Pipeline:
             raise MCPError(code=code, message=f"Unknown {what}")
         try:
             if not self.authorization.permits(caller, target, self._catalog()):
-                raise Refusal(f"{what} is not available to you (authorization)", "authorization")
+                raise Refusal(f"{what[:1].upper()}{what[1:]} is not available to you (authorization)", "authorization")
             check(target)
             result = await send(target)
         except Refusal as refusal:
             self.observer.refused(caller, method, name, target, refusal, started)
-            raise MCPError(code=types.INVALID_PARAMS, message=f"{_capital(str(refusal))}") from None
+            said = str(refusal) if refusal.reason == "authorization" else f"{what}: {refusal}"
+            raise MCPError(code=types.INVALID_PARAMS, message=said) from None
         except BackendUnavailable as exc:
+            logger.info("%s %s: %s", method, name, exc)
             self.observer.answered(caller, method, name, target, started, failure=str(exc))
-            raise MCPError(code=types.INTERNAL_ERROR, message=f"{what}: {exc}") from None
+            raise MCPError(code=types.INTERNAL_ERROR, message=f"{what}: {exc.public}") from None
         except MCPError as exc:
             self.observer.answered(caller, method, name, target, started, failure=exc.error.message)
             raise
@@ -288,7 +291,3 @@ class Pipeline:
             ) from None
         self.observer.answered(caller, method, name, target, started)
         return result
-
-
-def _capital(text: str) -> str:
-    return text[:1].upper() + text[1:]

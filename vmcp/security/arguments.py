@@ -9,6 +9,7 @@ names the parameter (as the caller knows it) and the rule it broke.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -60,11 +61,13 @@ def _broken(policy: ParameterPolicy, value: Any) -> tuple[str, str] | None:
             return "pattern", f"expected a string, got {type(value).__name__}"
         if _pattern(policy.pattern).fullmatch(value) is None:
             return "pattern", f"{_clip(value)} does not match {policy.pattern!r}"
-    if policy.enum is not None and value not in policy.enum:
+    if policy.enum is not None and not any(_same(value, allowed) for allowed in policy.enum):
         return "enum", f"{_clip(value)} is not one of {policy.enum}"
     if policy.minimum is not None or policy.maximum is not None:
         if not isinstance(value, int | float) or isinstance(value, bool):
             return "range", f"expected a number, got {type(value).__name__}"
+        if not math.isfinite(value):  # NaN compares false with every bound, infinity passes one side
+            return "range", f"expected a finite number, got {value!r}"
         if policy.minimum is not None and value < policy.minimum:
             return "minimum", f"{value:g} is below the minimum {policy.minimum:g}"
         if policy.maximum is not None and value > policy.maximum:
@@ -73,6 +76,17 @@ def _broken(policy: ParameterPolicy, value: Any) -> tuple[str, str] | None:
         unit = "characters" if isinstance(value, str) else "items"
         return "max_length", f"{len(value)} {unit}, more than {policy.max_length}"
     return None
+
+
+def _same(value: Any, allowed: Any) -> bool:
+    """Equal and of the same JSON type, all the way down: `True` is not `1`, `1.0` is not `1`."""
+    if type(value) is not type(allowed):
+        return False
+    if isinstance(value, dict):
+        return value.keys() == allowed.keys() and all(_same(value[k], allowed[k]) for k in value)
+    if isinstance(value, list):
+        return len(value) == len(allowed) and all(_same(a, b) for a, b in zip(value, allowed, strict=True))
+    return bool(value == allowed)
 
 
 def _rule(url: UrlPolicy) -> UrlRule:
