@@ -206,7 +206,7 @@ async def _call(connection: BackendConnection, call: CallBackendToolInput) -> ty
     or log relay, so a 2026-07-28 HTTP backend gets one raw POST)."""
     meta = telemetry.inject({IDEMPOTENCY_META_KEY: call.idempotency_key})  # the step's span goes on
     params = {"name": call.tool, "arguments": call.arguments, "_meta": meta}
-    raw = await connection.call_tool(params, timeout=call.timeout_seconds)
+    raw = await connection.requests.call_tool(params, timeout=call.timeout_seconds)
     if raw.get("resultType") == "input_required":
         return types.InputRequiredResult.model_validate(raw)
     return types.CallToolResult.model_validate(raw)

@@ -1,25 +1,24 @@
 """What a backend says on its own, and what vmcp follows on it: logs, questions for the client
 (sampling, elicitation, roots), resource updates, list changes, resource subscriptions.
 
-The SDK runs the callbacks in the context of the client request they arrived for (see vmcp.relay).
-A mixin of `BackendConnection`, which owns the state it reads.
+The SDK runs the callbacks in the context of the client request they arrived for (see
+`vmcp.clients.relay`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import anyio
 import mcp_types as types
-from anyio.abc import TaskGroup
 from mcp import Client
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from vmcp.backends.common import BackendEvents, describe_error
+from vmcp.backends.supervised import Supervised
 
 logger = logging.getLogger(__name__)
 
@@ -32,22 +31,20 @@ _LIST_CHANGED = (
 
 
 class ChangeFollowing:
-    name: str
-    events: BackendEvents | None
-    _tasks: TaskGroup | None
-    _subscriptions: set[str]  # resource URIs clients follow through this backend
-    _listeners: dict[str, anyio.CancelScope]
+    """What one backend says on its own, relayed to `events` (the façade's relay), and the resource
+    subscriptions vmcp keeps on it across reconnections. Held by its `BackendConnection` as
+    `changes`; its callbacks are the SDK client's."""
 
-    if TYPE_CHECKING:  # provided by BackendConnection
+    def __init__(self, connection: Supervised, events: BackendEvents | None = None) -> None:
+        self.connection = connection
+        self.name = connection.name
+        self.events = events
+        self._subscriptions: set[str] = set()  # resource URIs clients follow through this backend
+        self._listeners: dict[str, anyio.CancelScope] = {}
 
-        async def _ready_client(self) -> Client: ...
-
-        async def _guard(self, call: Awaitable[_T], timeout: float | None = None) -> _T: ...
-
-        async def refresh_listing(self) -> None: ...
-
-        @property
-        def is_modern(self) -> bool: ...
+    def connection_lost(self) -> None:
+        """The change streams ended with their connection; subscriptions are followed again on the next."""
+        self._listeners.clear()
 
     async def on_log(self, params: types.LoggingMessageNotificationParams) -> None:
         if self.events is not None:
@@ -71,28 +68,28 @@ class ChangeFollowing:
         if isinstance(message, types.ResourceUpdatedNotification):
             if self.events is not None:
                 await self.events.resource_updated(self.name, str(message.params.uri))
-        elif isinstance(message, _LIST_CHANGED) and self._tasks is not None:
+        elif isinstance(message, _LIST_CHANGED) and self.connection.tasks is not None:
             # re-list outside the receive loop: the listing's answers arrive through it
-            self._tasks.start_soon(self._refresh_quietly)
+            self.connection.tasks.start_soon(self._refresh_quietly)
 
     async def _refresh_quietly(self) -> None:
         try:
-            await self.refresh_listing()
+            await self.connection.refresh_listing()
         except Exception as exc:
             logger.warning("backend %s: re-listing after list_changed failed: %s", self.name, describe_error(exc))
 
-    async def _follow_changes(self, client: Client) -> None:
+    async def follow(self, client: Client) -> None:
         """After (re)connecting: follow list changes of a 2026-07-28 backend (handshake-era ones
         send them as notifications) and re-establish every resource subscription."""
         caps = client.server_capabilities
-        if client.protocol_version in MODERN_PROTOCOL_VERSIONS and self._tasks is not None:
+        if client.protocol_version in MODERN_PROTOCOL_VERSIONS and self.connection.tasks is not None:
             wanted = {
                 "tools_list_changed": bool(caps.tools and caps.tools.list_changed),
                 "prompts_list_changed": bool(caps.prompts and caps.prompts.list_changed),
                 "resources_list_changed": bool(caps.resources and caps.resources.list_changed),
             }
             if any(wanted.values()):
-                self._tasks.start_soon(self._listen, client, anyio.CancelScope(), wanted)
+                self.connection.tasks.start_soon(self._listen, client, anyio.CancelScope(), wanted)
         for uri in sorted(self._subscriptions):
             try:
                 await self._follow(client, uri)
@@ -102,10 +99,10 @@ class ChangeFollowing:
     async def subscribe(self, uri: str) -> None:
         """Follow a resource. Kept across reconnections; a 2026-07-28 backend is followed through a
         `subscriptions/listen` stream, a handshake-era one with resources/subscribe."""
-        client = await self._ready_client()
+        client = await self.connection.ready_client()
         self._subscriptions.add(uri)
         try:
-            await self._guard(self._follow(client, uri))
+            await self.connection.guard(self._follow(client, uri))
         except BaseException:
             self._subscriptions.discard(uri)
             raise
@@ -116,19 +113,19 @@ class ChangeFollowing:
         if listener is not None:
             listener.cancel()
             return
-        client = await self._ready_client()
-        if not self.is_modern:
-            await self._guard(client.session.unsubscribe_resource(uri))
+        client = await self.connection.ready_client()
+        if not self.connection.is_modern:
+            await self.connection.guard(client.session.unsubscribe_resource(uri))
 
     async def _follow(self, client: Client, uri: str) -> None:
         if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
             await client.session.subscribe_resource(uri)  # type: ignore[deprecated]
             return
-        if uri in self._listeners or self._tasks is None:
+        if uri in self._listeners or self.connection.tasks is None:
             return
         scope = anyio.CancelScope()
         self._listeners[uri] = scope
-        await self._tasks.start(self._listen, client, scope, {"resource_subscriptions": [uri]})
+        await self.connection.tasks.start(self._listen, client, scope, {"resource_subscriptions": [uri]})
 
     async def _listen(
         self,
@@ -147,8 +144,8 @@ class ChangeFollowing:
                         if isinstance(event, ResourceUpdated):
                             if self.events is not None:
                                 await self.events.resource_updated(self.name, event.uri)
-                        elif self._tasks is not None:
-                            self._tasks.start_soon(self._refresh_quietly)
+                        elif self.connection.tasks is not None:
+                            self.connection.tasks.start_soon(self._refresh_quietly)
             except Exception as exc:
                 logger.info("backend %s: change stream %s ended: %s", self.name, what, describe_error(exc))
                 with contextlib.suppress(RuntimeError):  # already started: the error is only logged

@@ -14,13 +14,17 @@ import json
 import logging
 import math
 import time
+from collections.abc import Awaitable
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
+import httpx2
 import mcp_types as types
 from anyio.abc import TaskGroup
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from vmcp.backends.changes import ChangeFollowing
@@ -43,12 +47,26 @@ from vmcp.config.models import BackendConfig
 
 logger = logging.getLogger(__name__)
 
+_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    anyio.ClosedResourceError,
+    anyio.BrokenResourceError,
+    anyio.EndOfStream,
+    httpx2.TransportError,
+    ConnectionError,
+    OSError,
+)
+# A handshake-era HTTP backend that restarted no longer knows our Mcp-Session-Id (HTTP 404).
+_SESSION_GONE = frozenset({"Session not found", "Session terminated"})
+_T = TypeVar("_T")
 _FIRST_RETRY = 0.2
 _MAX_RETRY = 10.0
 _STABLE_SECONDS = 1.0
 
 
-class BackendConnection(BackendRequests, ChangeFollowing):
+class BackendConnection:
+    """Supervises one backend; holds `requests` (what callers ask of it) and `changes` (what it says
+    on its own, and what vmcp follows on it)."""
+
     def __init__(
         self,
         config: BackendConfig,
@@ -57,17 +75,14 @@ class BackendConnection(BackendRequests, ChangeFollowing):
         events: BackendEvents | None = None,
     ) -> None:
         self.config = config
-        self.events = events
-        self._tasks: TaskGroup | None = None
+        self.tasks: TaskGroup | None = None
         self.name = config.name
         self._base_dir = base_dir
         self.credentials = Credentials(config.name, config.auth, base_dir)
         self._on_listing = on_listing
         self._client: Client | None = None
         self.wire: ModernHttpWire | None = None  # the lean tools/call path, when the backend allows it
-        self._header_bound_tools: frozenset[str] = frozenset()
-        self._subscriptions: set[str] = set()  # resource URIs clients follow through this backend
-        self._listeners: dict[str, anyio.CancelScope] = {}
+        self.header_bound_tools: frozenset[str] = frozenset()
         self._broken = anyio.Event()
         self._stop = anyio.Event()
         self._wake = anyio.Event()
@@ -79,6 +94,8 @@ class BackendConnection(BackendRequests, ChangeFollowing):
         self.connected_since: float | None = None
         self.reconnects = 0
         self.settled = anyio.Event()  # set once the first connection attempt has succeeded or failed
+        self.requests = BackendRequests(self)
+        self.changes = ChangeFollowing(self, events)
 
     def _set_state(self, state: State) -> None:
         self.state = state
@@ -119,7 +136,7 @@ class BackendConnection(BackendRequests, ChangeFollowing):
             # outlive a scope opened inside them); it is lifted once connected.
             with anyio.CancelScope(deadline=anyio.current_time() + self.config.connect_timeout) as deadline:
                 async with AsyncExitStack() as stack:
-                    client = await open_client(self.config, self._base_dir, stack, self, self.credentials)
+                    client = await open_client(self.config, self._base_dir, stack, self.changes, self.credentials)
                     self.listing = await self._list(client)
                     self.wire = open_wire(self.config, client, stack)
                     deadline.deadline = math.inf
@@ -138,13 +155,13 @@ class BackendConnection(BackendRequests, ChangeFollowing):
                     if self._on_listing is not None:
                         await self._on_listing(self.name)
                     async with anyio.create_task_group() as group:
-                        self._tasks = group
+                        self.tasks = group
                         group.start_soon(self._health_loop, client)
-                        await self._follow_changes(client)
+                        await self.changes.follow(client)
                         await first_of(self._broken, self._stop)
                         group.cancel_scope.cancel()
-                    self._tasks = None
-                    self._listeners.clear()
+                    self.tasks = None
+                    self.changes.connection_lost()
             if deadline.cancelled_caught:
                 self.last_error = f"no answer within connect_timeout ({self.config.connect_timeout:g}s)"
                 logger.warning("backend %s: %s", self.name, self.last_error)
@@ -178,10 +195,10 @@ class BackendConnection(BackendRequests, ChangeFollowing):
             except Exception as exc:  # any failure to answer means the connection is gone
                 self.last_error = f"health check failed: {describe_error(exc)}"
                 logger.warning("backend %s: %s", self.name, self.last_error)
-                self._mark_broken()
+                self.mark_broken()
                 return
 
-    def _mark_broken(self) -> None:
+    def mark_broken(self) -> None:
         """Stop handing out the current client at once; new calls wait for the next one."""
         if self._client is not None:
             self._client = None
@@ -206,21 +223,21 @@ class BackendConnection(BackendRequests, ChangeFollowing):
         if caps.resources is not None:
             resources = await all_pages(client.list_resources, "resources")
             templates = await all_pages(client.list_resource_templates, "resource_templates")
-        self._header_bound_tools = frozenset(
+        self.header_bound_tools = frozenset(
             t.name for t in tools if "x-mcp-header" in json.dumps(t.input_schema, separators=(",", ":"))
         )
         return BackendListing(self.name, tuple(tools), tuple(prompts), tuple(resources), tuple(templates))
 
     async def refresh_listing(self) -> None:
-        client = await self._ready_client()
-        self.listing = await self._guard(self._list(client))
+        client = await self.ready_client()
+        self.listing = await self.guard(self._list(client))
         if self._on_listing is not None:
             await self._on_listing(self.name)
 
     def close(self) -> None:
         self._stop.set()
 
-    async def _ready_client(self) -> Client:
+    async def ready_client(self) -> Client:
         """The live client, waiting (bounded by connect_timeout) for a reconnection in progress.
 
         A circuit breaker: while the backend is down, a call triggers one immediate reconnection
@@ -249,6 +266,32 @@ class BackendConnection(BackendRequests, ChangeFollowing):
             f"backend {self.name!r} is unavailable ({self.state}){reason}",
             f"backend {self.name!r} is unavailable ({self.state})",
         )
+
+    async def guard(self, call: Awaitable[_T], timeout: float | None = None) -> _T:
+        """Turn connection-level failures into BackendUnavailable and schedule a reconnect.
+
+        MCP errors the backend sent on purpose (invalid params, unknown method) pass through
+        untouched: they are the backend's answer, not a broken connection.
+        """
+        try:
+            return await call
+        except MCPError as exc:
+            if exc.error.code == types.CONNECTION_CLOSED or (
+                exc.error.code == types.INVALID_REQUEST and exc.error.message in _SESSION_GONE
+            ):
+                self.mark_broken()
+                raise BackendUnavailable(f"backend {self.name!r} closed the connection; reconnecting") from exc
+            if exc.error.code == types.REQUEST_TIMEOUT:
+                raise BackendUnavailable(
+                    f"backend {self.name!r} did not answer within {timeout or self.config.timeout:g}s"
+                ) from exc
+            raise
+        except _TRANSPORT_ERRORS as exc:
+            self.mark_broken()
+            raise BackendUnavailable(
+                f"backend {self.name!r} connection failed: {describe_error(exc)}",
+                f"backend {self.name!r} connection failed",
+            ) from exc
 
     @property
     def is_modern(self) -> bool:

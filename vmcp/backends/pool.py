@@ -50,7 +50,7 @@ class BackendPool(AbstractAsyncContextManager["BackendPool"]):
     def relay_to(self, events: BackendEvents) -> None:
         """Send backend-initiated traffic (logs, sampling, elicitation, updates) to `events`."""
         for connection in self.connections.values():
-            connection.events = events
+            connection.changes.events = events
 
     async def __aenter__(self) -> BackendPool:
         self._group = anyio.create_task_group()

@@ -1,66 +1,43 @@
-"""What callers ask of a backend connection: tool calls (over the SDK session or the lean wire,
-the connection's choice), prompts, resources, completion, log level and ping.
+"""What callers ask of a backend: tool calls (over the SDK session or the lean wire, the
+connection's choice), prompts, resources, completion, log level and ping.
 
-A mixin of `BackendConnection` (which supervises the connection and provides the live client):
-each request waits for a ready client, and a failure of the connection itself becomes
-`BackendUnavailable` and a reconnection, while the backend's own MCP errors pass through.
+An object `BackendConnection` holds (as `requests`; it supervises the connection and provides the
+live client through `vmcp.backends.supervised`): each request waits for a ready client, and a
+failure of the connection itself becomes `BackendUnavailable` and a reconnection, while the
+backend's own MCP errors pass through.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar, cast
 
-import anyio
-import httpx2
 import mcp_types as types
-from mcp import Client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from pydantic import TypeAdapter
 
-from vmcp.backends.common import BackendUnavailable, State, describe_error
-from vmcp.backends.credentials import Credentials, passed_headers
+from vmcp.backends.common import BackendUnavailable, describe_error
+from vmcp.backends.credentials import passed_headers
 from vmcp.backends.http1 import Http1Error
-from vmcp.backends.wire import ModernHttpWire, WireError, WireProtocolError
-from vmcp.config.models import BackendConfig
+from vmcp.backends.supervised import Supervised
+from vmcp.backends.wire import WireError, WireProtocolError
 
-_TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
-    anyio.ClosedResourceError,
-    anyio.BrokenResourceError,
-    anyio.EndOfStream,
-    httpx2.TransportError,
-    ConnectionError,
-    OSError,
-)
-# A handshake-era HTTP backend that restarted no longer knows our Mcp-Session-Id (HTTP 404).
-_SESSION_GONE = frozenset({"Session not found", "Session terminated"})
 _T = TypeVar("_T")
 _INPUT_RESPONSES: TypeAdapter[types.InputResponses] = TypeAdapter(types.InputResponses)
 
 
 class BackendRequests:
-    name: str
-    config: BackendConfig
-    credentials: Credentials
-    state: State
-    wire: ModernHttpWire | None
-    _header_bound_tools: frozenset[str]
+    """What callers ask of one backend, over the connection that holds this object."""
 
-    @property
-    def is_modern(self) -> bool:
-        raise NotImplementedError
-
-    async def _ready_client(self) -> Client:
-        raise NotImplementedError
-
-    def _mark_broken(self) -> None:
-        raise NotImplementedError
+    def __init__(self, connection: Supervised) -> None:
+        self.connection = connection
 
     def takes_lean_path(self, tool: str) -> bool:
         """Whether a plain tools/call of `tool` can go out as one raw POST (`x-mcp-header`
         tools need the SDK's Mcp-Param header mirroring)."""
-        return self.wire is not None and self.state == "ready" and tool not in self._header_bound_tools
+        connection = self.connection
+        return connection.wire is not None and connection.state == "ready" and tool not in connection.header_bound_tools
 
     async def call_tool(
         self,
@@ -84,11 +61,11 @@ class BackendRequests:
         allows; `caller_token` is what a `token_exchange` backend exchanges (it needs the wire: a
         per-request header)."""
         name = str(params["name"])
-        if self.credentials.per_caller:
+        if self.connection.credentials.per_caller:
             if not self.takes_lean_path(name):
                 raise BackendUnavailable(
-                    f"backend {self.name!r} exchanges each caller's token, which needs a per-request header: "
-                    "a 2026-07-28 streamable-HTTP backend (it is not one, or is down)"
+                    f"backend {self.connection.name!r} exchanges each caller's token, which needs a per-request "
+                    "header: a 2026-07-28 streamable-HTTP backend (it is not one, or is down)"
                 )
         elif progress is not None or streams or not self.takes_lean_path(name):
             return await self._call_over_session(name, params, progress, timeout)
@@ -103,17 +80,17 @@ class BackendRequests:
         caller_token: str | None,
         timeout: float | None,
     ) -> dict[str, Any]:
-        wire = self.wire
+        wire = self.connection.wire
         if wire is None:
-            raise BackendUnavailable(f"backend {self.name!r} is unavailable ({self.state})")
-        headers = passed_headers(self.config.pass_headers, client_headers)
-        headers.update(await self.credentials.headers(caller_token))
+            raise BackendUnavailable(f"backend {self.connection.name!r} is unavailable ({self.connection.state})")
+        headers = passed_headers(self.connection.config.pass_headers, client_headers)
+        headers.update(await self.connection.credentials.headers(caller_token))
         try:
             return await wire.call_tool(
                 name,
                 params,
                 caller_capabilities=dict(caller_capabilities) if caller_capabilities is not None else None,
-                timeout=timeout or self.config.timeout,
+                timeout=timeout or self.connection.config.timeout,
                 headers=headers,
             )
         except WireError as exc:  # the backend's answer, raised as the SDK path raises it
@@ -124,25 +101,25 @@ class BackendRequests:
                 data=error.get("data"),
             ) from None
         except TimeoutError as exc:
-            limit = timeout or self.config.timeout
-            raise BackendUnavailable(f"backend {self.name!r} did not answer within {limit:g}s") from exc
+            limit = timeout or self.connection.config.timeout
+            raise BackendUnavailable(f"backend {self.connection.name!r} did not answer within {limit:g}s") from exc
         except (Http1Error, OSError, WireProtocolError) as exc:
-            self._mark_broken()
+            self.connection.mark_broken()
             raise BackendUnavailable(
-                f"backend {self.name!r} connection failed: {describe_error(exc)}",
-                f"backend {self.name!r} connection failed",
+                f"backend {self.connection.name!r} connection failed: {describe_error(exc)}",
+                f"backend {self.connection.name!r} connection failed",
             ) from exc
 
     async def _call_over_session(
         self, name: str, params: Mapping[str, Any], progress: ProgressFnT | None, timeout: float | None
     ) -> dict[str, Any]:
-        client = await self._ready_client()
+        client = await self.connection.ready_client()
         responses = params.get("inputResponses")
-        result = await self._guard(
+        result = await self.connection.guard(
             client.session.call_tool(  # type: ignore[misc]
                 name,
                 params.get("arguments"),
-                read_timeout_seconds=timeout or self.config.timeout,
+                read_timeout_seconds=timeout or self.connection.config.timeout,
                 progress_callback=progress,
                 meta=params.get("_meta") or None,
                 input_responses=_INPUT_RESPONSES.validate_python(responses) if responses else None,
@@ -154,32 +131,6 @@ class BackendRequests:
         )
         return result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
-    async def _guard(self, call: Awaitable[_T], timeout: float | None = None) -> _T:
-        """Turn connection-level failures into BackendUnavailable and schedule a reconnect.
-
-        MCP errors the backend sent on purpose (invalid params, unknown method) pass through
-        untouched: they are the backend's answer, not a broken connection.
-        """
-        try:
-            return await call
-        except MCPError as exc:
-            if exc.error.code == types.CONNECTION_CLOSED or (
-                exc.error.code == types.INVALID_REQUEST and exc.error.message in _SESSION_GONE
-            ):
-                self._mark_broken()
-                raise BackendUnavailable(f"backend {self.name!r} closed the connection; reconnecting") from exc
-            if exc.error.code == types.REQUEST_TIMEOUT:
-                raise BackendUnavailable(
-                    f"backend {self.name!r} did not answer within {timeout or self.config.timeout:g}s"
-                ) from exc
-            raise
-        except _TRANSPORT_ERRORS as exc:
-            self._mark_broken()
-            raise BackendUnavailable(
-                f"backend {self.name!r} connection failed: {describe_error(exc)}",
-                f"backend {self.name!r} connection failed",
-            ) from exc
-
     async def get_prompt(
         self,
         name: str,
@@ -189,8 +140,8 @@ class BackendRequests:
         input_responses: types.InputResponses | None = None,
         request_state: str | None = None,
     ) -> types.GetPromptResult | types.InputRequiredResult:
-        client = await self._ready_client()
-        return await self._guard(
+        client = await self.connection.ready_client()
+        return await self.connection.guard(
             client.session.get_prompt(  # type: ignore[call-overload]
                 name,
                 arguments,
@@ -209,8 +160,8 @@ class BackendRequests:
         input_responses: types.InputResponses | None = None,
         request_state: str | None = None,
     ) -> types.ReadResourceResult | types.InputRequiredResult:
-        client = await self._ready_client()
-        return await self._guard(
+        client = await self.connection.ready_client()
+        return await self.connection.guard(
             client.session.read_resource(  # type: ignore[call-overload]
                 uri,
                 meta=cast(types.RequestParamsMeta | None, meta),
@@ -226,15 +177,15 @@ class BackendRequests:
         argument: dict[str, str],
         context_arguments: dict[str, str] | None = None,
     ) -> types.CompleteResult:
-        client = await self._ready_client()
-        return await self._guard(client.session.complete(ref, argument, context_arguments))
+        client = await self.connection.ready_client()
+        return await self.connection.guard(client.session.complete(ref, argument, context_arguments))
 
     async def set_logging_level(self, level: types.LoggingLevel) -> None:
         """Handshake-era backends take the level per connection; 2026-07-28 ones per request."""
-        client = await self._ready_client()
-        if not self.is_modern and client.server_capabilities.logging is not None:
-            await self._guard(client.session.set_logging_level(level))
+        client = await self.connection.ready_client()
+        if not self.connection.is_modern and client.server_capabilities.logging is not None:
+            await self.connection.guard(client.session.set_logging_level(level))
 
     async def ping(self) -> None:
-        client = await self._ready_client()
-        await self._guard(client.session.send_ping())
+        client = await self.connection.ready_client()
+        await self.connection.guard(client.session.send_ping())

@@ -75,7 +75,7 @@ class Forward:
             if state is not None:
                 sent["requestState"] = state
             with _calling(ctx, connection):
-                return await connection.call_tool(
+                return await connection.requests.call_tool(
                     sent,
                     progress=progress,
                     streams=streams,
@@ -100,7 +100,7 @@ class Forward:
 
         async def get(responses: types.InputResponses | None, state: str | None) -> Any:
             with calling(ctx, connection.name):
-                return await connection.get_prompt(
+                return await connection.requests.get_prompt(
                     original, params.arguments, meta=meta, input_responses=responses, request_state=state
                 )
 
@@ -115,7 +115,7 @@ class Forward:
 
         async def read(responses: types.InputResponses | None, state: str | None) -> Any:
             with calling(ctx, connection.name):
-                return await connection.read_resource(
+                return await connection.requests.read_resource(
                     params.uri, meta=meta, input_responses=responses, request_state=state
                 )
 
@@ -131,7 +131,7 @@ class Forward:
         context = params.context.arguments if params.context is not None else None
         argument = {"name": params.argument.name, "value": params.argument.value}
         with calling(ctx, target.backend):
-            return await self.pool.get(target.backend).complete(ref, argument, context)
+            return await self.pool.get(target.backend).requests.complete(ref, argument, context)
 
     async def subscribe(self, ctx: ServerRequestContext[Any], target: Target) -> None:
         """Follow a URI for this client; upstream once however many clients follow it."""
@@ -139,7 +139,7 @@ class Forward:
         if self.relay.subscribe(ctx, target.name):
             try:
                 with calling(ctx, target.backend):
-                    await self.pool.get(target.backend).subscribe(target.name)
+                    await self.pool.get(target.backend).changes.subscribe(target.name)
             except Exception:
                 self.relay.unsubscribe(ctx, target.name)
                 raise
@@ -147,7 +147,7 @@ class Forward:
     async def unsubscribe(self, ctx: ServerRequestContext[Any], target: Target) -> None:
         assert target.backend is not None
         if self.relay.unsubscribe(ctx, target.name):
-            await self.pool.get(target.backend).unsubscribe(target.name)
+            await self.pool.get(target.backend).changes.unsubscribe(target.name)
 
     @contextlib.asynccontextmanager
     async def following(self, targets: list[Target]) -> AsyncIterator[None]:
@@ -158,7 +158,7 @@ class Forward:
                 assert target.backend is not None
                 if self.relay.listen(target.name):
                     with contextlib.suppress(Exception):  # not followable now: the stream still serves list changes
-                        await self.pool.get(target.backend).subscribe(target.name)
+                        await self.pool.get(target.backend).changes.subscribe(target.name)
                 followed.append(target)
             yield
         finally:
@@ -166,7 +166,7 @@ class Forward:
                 assert target.backend is not None
                 if self.relay.unlisten(target.name):
                     with contextlib.suppress(Exception):
-                        await self.pool.get(target.backend).unsubscribe(target.name)
+                        await self.pool.get(target.backend).changes.unsubscribe(target.name)
 
     async def set_level(self, level: types.LoggingLevel) -> None:
         """Pass a client's log level to every handshake-era backend that logs. Backend connections
@@ -175,7 +175,7 @@ class Forward:
         for connection in self.pool.connections.values():
             if connection.state == "ready":
                 with contextlib.suppress(Exception):  # a backend without logging must not fail the call
-                    await connection.set_logging_level(level)
+                    await connection.requests.set_logging_level(level)
 
     async def _answer(
         self,

@@ -107,7 +107,7 @@ class LeanToolCalls:
         route = self._facade.catalog.tool_routes.get(name)
         if route is not None:
             connection = self._facade.pool.connections.get(route.backend)
-            if connection is None or not connection.takes_lean_path(route.original):
+            if connection is None or not connection.requests.takes_lean_path(route.original):
                 return False  # the backend talks through the SDK client, which may ask the caller mid-call
 
         pipeline = self._facade.pipeline
