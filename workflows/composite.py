@@ -54,7 +54,7 @@ _STATUS_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATUS)
 
 
 @workflow.defn(name="vmcp.CompositeTool")
-class CompositeToolWorkflow(WaitingSteps):
+class CompositeToolWorkflow:
     def __init__(self) -> None:
         self._steps: dict[str, dict[str, Any]] = {}
         self._state = "running"
@@ -97,6 +97,7 @@ class CompositeToolWorkflow(WaitingSteps):
     async def run(self, run: CompositeRunInput) -> CompositeRunOutput:
         tool = CompositeTool.model_validate(run.definition)
         self._tool = tool
+        self._waiting = WaitingSteps(tool, self._gates, self._context, lambda: self._state, self._set_state)
         self._params = run.params
         self._context_base = {
             "params": run.params,
@@ -139,6 +140,9 @@ class CompositeToolWorkflow(WaitingSteps):
             is_error=True,
             steps=self._summaries(),
         )
+
+    def _set_state(self, state: str) -> None:
+        self._state = state
 
     def _set_status(self, state: str) -> None:
         self._state = state
@@ -186,10 +190,10 @@ class CompositeToolWorkflow(WaitingSteps):
             elif isinstance(step, ForEachStep):
                 await self._for_each(step, state)
             elif isinstance(step, ApprovalStep):
-                decision = await self._approval(step, state)
+                decision = await self._waiting.approval(step, state)
                 state.update(status="completed", output=decision, decision=decision, attempts=0)
             elif isinstance(step, ElicitationStep):
-                answer = await self._question(step, state)
+                answer = await self._waiting.question(step, state)
                 state.update(status="completed", output=answer, answer=answer, attempts=0)
         except (StepFailed, TemplateFailure) as exc:
             attempts = exc.attempts if isinstance(exc, StepFailed) else 0

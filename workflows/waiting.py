@@ -1,13 +1,15 @@
 """The steps of a composite run that wait for people: approval gates and questions (elicitation).
 
-A mixin of the interpreter (`workflows.composite`): a gate opens in the run's `Gates`, the run's
-state and search attributes say what it waits for, and a signal (or the step's timeout) decides.
+An object the interpreter (`workflows.composite`) holds: a gate opens in the run's `Gates`, the
+run's state and search attributes say what it waits for, and a signal (or the step's timeout)
+decides.
 Deterministic like the rest of the interpreter: only workflow time, timers and signals.
 """
 
 from __future__ import annotations
 
 import builtins
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -41,16 +43,25 @@ class StepFailed(Exception):
 
 
 class WaitingSteps:
-    """Approval and elicitation steps; the interpreter provides the run's state."""
+    """Approval and elicitation steps of one run, held by its interpreter. The interpreter shares
+    the run's `Gates` (its signals decide them), renders messages in the run's template `context`,
+    and keeps the run's state: `state()` reads it, `set_state` changes it while a gate waits."""
 
-    _gates: Gates
-    _state: str
-    _tool: CompositeTool
+    def __init__(
+        self,
+        tool: CompositeTool,
+        gates: Gates,
+        context: Callable[[], dict[str, Any]],
+        state: Callable[[], str],
+        set_state: Callable[[str], None],
+    ) -> None:
+        self._tool = tool
+        self._gates = gates
+        self._context = context
+        self._state = state
+        self._set_state = set_state
 
-    def _context(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    async def _approval(self, step: ApprovalStep, state: dict[str, Any]) -> dict[str, Any]:
+    async def approval(self, step: ApprovalStep, state: dict[str, Any]) -> dict[str, Any]:
         """Wait for a decision (a signal), at most the step's timeout; then `on_timeout` decides."""
         message = str(render(step.message, self._context()))
         timeout = step.timeout or DEFAULT_APPROVAL_TIMEOUT
@@ -73,7 +84,7 @@ class WaitingSteps:
             raise StepFailed(f"rejected by {who}: {decision['comment'] or 'no reason given'}", 0)
         return decision
 
-    async def _question(self, step: ElicitationStep, state: dict[str, Any]) -> dict[str, Any]:
+    async def question(self, step: ElicitationStep, state: dict[str, Any]) -> dict[str, Any]:
         """Wait for an answer to the step's form (the `answer` signal: the façade sends what the
         calling client answered; anyone may answer for it later), at most the step's timeout."""
         message = str(render(step.message, self._context()))
@@ -133,6 +144,6 @@ class WaitingSteps:
             state = "awaiting_input"
         else:
             state = "running"
-        if state != self._state:
-            self._state = state
+        if state != self._state():
+            self._set_state(state)
             workflow.upsert_search_attributes([_STATUS_KEY.value_set(state), _PENDING_KEY.value_set(approval)])
