@@ -108,8 +108,9 @@ class CompositeRuns:
             return await self._run(ctx, self.tools[name], arguments, catalog, caller)
         except InvalidState as exc:
             return error(f"{name}: {exc}")
-        except TemporalUnreachable as exc:
-            return error(f"{name}: composite tools run on Temporal, which is not reachable now: {exc}")
+        except TemporalUnreachable as exc:  # its address and cause are the operator's to read, in the log
+            logger.warning("%s: %s", name, exc)
+            return error(f"{name}: composite tools run on Temporal, which is not reachable now; try again later")
         except RunNotFound as exc:
             return error(f"no run {exc.args[0]!r}: unknown run id (runs are kept for the namespace's retention)")
 
