@@ -201,31 +201,25 @@ class Pipeline:
     async def subscribe(
         self, ctx: ServerRequestContext[Any], caller: Mapping[str, Any], params: types.SubscribeRequestParams
     ) -> types.EmptyResult:
-        uri = str(params.uri)
-        await self._guarded(
-            caller,
-            "resources/subscribe",
-            uri,
-            route.resource(self._catalog(), uri),
-            police_uri,
-            lambda found: self.forward.subscribe(ctx, found),
-            f"subscribe {uri}",
-        )
-        return types.EmptyResult()
+        return await self._following(ctx, caller, "resources/subscribe", str(params.uri), self.forward.subscribe)
 
     async def unsubscribe(
         self, ctx: ServerRequestContext[Any], caller: Mapping[str, Any], params: types.UnsubscribeRequestParams
     ) -> types.EmptyResult:
-        uri = str(params.uri)
-        await self._guarded(
-            caller,
-            "resources/unsubscribe",
-            uri,
-            route.resource(self._catalog(), uri),
-            police_uri,
-            lambda found: self.forward.unsubscribe(ctx, found),
-            f"unsubscribe {uri}",
-        )
+        return await self._following(ctx, caller, "resources/unsubscribe", str(params.uri), self.forward.unsubscribe)
+
+    async def _following(
+        self,
+        ctx: ServerRequestContext[Any],
+        caller: Mapping[str, Any],
+        method: str,
+        uri: str,
+        send: Callable[[ServerRequestContext[Any], Target], Awaitable[None]],
+    ) -> types.EmptyResult:
+        """A handshake-era session starting or stopping to follow a URI: judged as a read of it."""
+        target = route.resource(self._catalog(), uri)
+        word = method.split("/")[1]
+        await self._guarded(caller, method, uri, target, police_uri, lambda found: send(ctx, found), f"{word} {uri}")
         return types.EmptyResult()
 
     def followable(self, caller: Mapping[str, Any], uris: list[str]) -> list[Target]:
