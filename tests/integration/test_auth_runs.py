@@ -82,6 +82,14 @@ def stack(
                 ],
             },
         ],
+        "authorization": {
+            "default": "deny",
+            "rules": [
+                # operators (group sre) may follow and cancel anybody's runs
+                {"tools": ["vmcp_run_status", "vmcp_run_cancel"], "runs": "any", "when": {"groups": ["sre"]}},
+                {"tools": ["*"]},
+            ],
+        },
     }
     config_file = directory / "vmcp.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -140,7 +148,60 @@ async def test_an_approver_in_an_mcp_client_is_who_the_token_says(stack: Stack) 
     assert refused.is_error and "'erin' may not decide gate 'gate'" in refused.content[0].text
     approved = await _call_as(stack, olga, "vmcp_run_approve", {"run_id": run_id, "comment": "go"})
     assert not approved.is_error and (approved.structured_content or {})["by"] == "olga"
-    result = await _call_as(stack, olga, "vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
+    result = await _call_as(stack, erin, "vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
     assert not result.is_error and (result.structured_content or {})["gate"]["output"]["approver"] == "olga"
     again = await _call_as(stack, olga, "vmcp_run_reject", {"run_id": run_id, "reason": "too late"})
     assert again.is_error and "nothing to decide" in again.content[0].text
+
+
+async def test_a_run_belongs_to_its_caller(stack: Stack) -> None:
+    """Another caller can neither read, await nor cancel a run, nor decide a gate it is not an
+    approver of; an operator whom a `runs: any` rule allows can follow and cancel it."""
+    erin = stack.issuer.token(sub="erin", groups=["eng"])
+    mallory = stack.issuer.token(sub="mallory", groups=["eng"])
+    oscar = stack.issuer.token(sub="oscar", groups=["sre"])
+    waiting = await _call_as(stack, erin, "gated", {})
+    run_id = (waiting.structured_content or {})["run_id"]
+    for tool, arguments in [
+        ("vmcp_run_status", {}),
+        ("vmcp_run_result", {"wait_seconds": 0}),
+        ("vmcp_run_cancel", {}),
+        ("vmcp_run_approve", {}),
+        ("vmcp_run_reject", {"reason": "mine now"}),
+    ]:
+        refused = await _call_as(stack, mallory, tool, {"run_id": run_id, **arguments})
+        assert refused.is_error, (tool, refused)
+    own = await _call_as(stack, erin, "vmcp_run_status", {"run_id": run_id})
+    assert not own.is_error and (own.structured_content or {})["state"] == "awaiting_approval"  # unaffected
+    decisions = (own.structured_content or {}).get("decisions") or []
+    assert all(d["outcome"] == "refused" for d in decisions)  # mallory's attempts decided nothing
+    unknown = await _call_as(stack, mallory, "vmcp_run_status", {"run_id": run_id})
+    missing = await _call_as(stack, mallory, "vmcp_run_status", {"run_id": f"vmcp-gated-{uuid.uuid4()}"})
+    assert unknown.content[0].text.replace(run_id, "ID") == missing.content[0].text.replace(
+        missing.content[0].text.split("'")[1], "ID"
+    )  # somebody else's run reads exactly like no run at all
+    watched = await _call_as(stack, oscar, "vmcp_run_status", {"run_id": run_id})
+    assert not watched.is_error and (watched.structured_content or {})["state"] == "awaiting_approval"
+    assert (await _call_as(stack, oscar, "vmcp_run_result", {"run_id": run_id})).is_error  # not granted to sre
+    cancelled = await _call_as(stack, oscar, "vmcp_run_cancel", {"run_id": run_id})
+    assert not cancelled.is_error
+
+
+async def test_the_run_tools_refuse_workflows_that_are_not_vmcp_runs(stack: Stack) -> None:
+    """Another application's workflow in the same namespace — whatever its id looks like — is
+    neither read nor cancelled; it keeps running."""
+    erin = stack.issuer.token(sub="erin", groups=["eng"])
+    temporal = await TemporalClient.connect(stack.temporal)
+    ids = ["billing-nightly", f"vmcp-gated-{uuid.uuid4()}"]  # the second looks like a run id
+    for workflow_id in ids:  # no worker polls this queue: the workflows just stay running
+        await temporal.start_workflow("billing.Nightly", id=workflow_id, task_queue="billing")
+    for workflow_id in ids:
+        for tool in ("vmcp_run_status", "vmcp_run_cancel", "vmcp_run_approve"):
+            refused = await _call_as(stack, erin, tool, {"run_id": workflow_id})
+            assert refused.is_error and "no run" in refused.content[0].text, (tool, refused)
+        description = await temporal.get_workflow_handle(workflow_id).describe()
+        assert description.status is not None and description.status.name == "RUNNING"
+        history = await temporal.get_workflow_handle(workflow_id).fetch_history()
+        assert not [e for e in history.events if e.HasField("workflow_execution_cancel_requested_event_attributes")]
+        assert not [e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
+        await temporal.get_workflow_handle(workflow_id).terminate("test over")

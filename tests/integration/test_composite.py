@@ -813,9 +813,10 @@ async def test_a_cancelled_run_says_cancelled_in_its_status_and_search_attribute
 
 async def test_builtin_tools_name_an_unknown_run(stack: Stack) -> None:
     for tool in ("vmcp_run_status", "vmcp_run_result", "vmcp_run_cancel"):
-        result = await call(stack, tool, {"run_id": "vmcp-nothing-00000000-0000-0000-0000-000000000000"})
-        assert result.is_error is True, (tool, result)
-        assert "unknown run id" in _text(result)
+        for run_id in ("vmcp-nothing-00000000-0000-0000-0000-000000000000", "not-a-run-id"):
+            result = await call(stack, tool, {"run_id": run_id})
+            assert result.is_error is True, (tool, result)
+            assert f"no run {run_id!r} of yours" in _text(result)
 
 
 # --------------------------------------------------------------------------- progress, Temporal side

@@ -97,6 +97,17 @@ SIGNAL_ANSWER = "answer"
 "responder": …}` (what the calling client answered, or anyone else answering for it later)."""
 QUERY_STATUS = "status"
 
+# Who started a run (the caller's issuer and subject), kept in the run's memo: the run tools let a
+# caller reach only its own runs unless an authorization rule says `runs: any`.
+MEMO_OWNER = "vmcp.owner"
+# A run id: the workflow id of a run vmcp started. Anything else is refused before Temporal is asked.
+RUN_ID_PATTERN = r"vmcp-[A-Za-z0-9_][A-Za-z0-9_-]*-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def run_owner(caller: dict[str, Any]) -> dict[str, Any]:
+    """The owner a run records for `caller`: who it is, by issuer and subject (never more)."""
+    return {"issuer": caller.get("issuer"), "subject": caller.get("subject")}
+
 
 @dataclass(frozen=True)
 class NotifyApproversInput:

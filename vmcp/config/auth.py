@@ -89,6 +89,9 @@ class AuthorizationRule(BaseModel):
     resources: list[str] = Field(default_factory=list)
     effect: Literal["allow", "deny"] = "allow"
     when: CallerCondition = Field(default_factory=CallerCondition)
+    # for the run tools (`vmcp_run_*`): `any` lets the rule reach runs other callers started
+    # (operators); a caller always reaches its own
+    runs: Literal["own", "any"] = "own"
 
     @model_validator(mode="after")
     def _names_something(self) -> AuthorizationRule:

@@ -130,7 +130,8 @@ class Pipeline:
             if target.backend is None:  # a composite or a run tool: vmcp answers it (through Temporal)
                 assert inbound.ctx is not None, "vmcp's own tools are served through the SDK's session"
                 request = types.CallToolRequestParams.model_validate(params)
-                return await self.runs.call(inbound.ctx, request, catalog, caller)
+                others = self.authorization.rules.reaches_others_runs(caller, name)
+                return await self.runs.call(inbound.ctx, request, catalog, caller, others=others)
             arguments = reshape(target, params.get("arguments"), caller)
             police(target, arguments)
             sent = {**params, "arguments": arguments} if target.shape is not None else params

@@ -53,7 +53,8 @@ class CompositeRuns:
 
     @property
     def names(self) -> set[str]:
-        return {*self.tools, *(tool.name for tool in BUILTIN_TOOLS)}
+        """vmcp's own tools: the composites, and the run tools when there are composites to run."""
+        return {*self.tools, *(tool.name for tool in BUILTIN_TOOLS)} if self.tools else set()
 
     def advertised(self) -> list[types.Tool]:
         entries = [
@@ -97,12 +98,15 @@ class CompositeRuns:
         params: types.CallToolRequestParams,
         catalog: Catalog,
         caller: Mapping[str, Any],
+        *,
+        others: bool = False,
     ) -> types.CallToolResult | types.InputRequiredResult:
-        """A composite or built-in run tool, for `caller` (whom the pipeline identified)."""
+        """A composite or built-in run tool, for `caller` (whom the pipeline identified; `others`:
+        whether it may reach runs other callers started)."""
         name, arguments = params.name, dict(params.arguments or {})
         try:
             if name not in self.tools:
-                return await self.run_tools.call(caller, name, arguments)
+                return await self.run_tools.call(caller, name, arguments, others=others)
             if params.request_state is not None:  # a 2026-07-28 client answering a run's question
                 return await self._resume(ctx, self.tools[name], params.request_state, params.input_responses)
             return await self._run(ctx, self.tools[name], arguments, catalog, caller)

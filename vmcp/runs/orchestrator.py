@@ -30,12 +30,15 @@ from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from vmcp.backends.common import BackendUnavailable, expand_env
 from vmcp.composite.contracts import (
     COMPOSITE_WORKFLOW,
+    MEMO_OWNER,
     QUERY_STATUS,
+    RUN_ID_PATTERN,
     SEARCH_ATTRIBUTE_PENDING_APPROVAL,
     SEARCH_ATTRIBUTE_STATUS,
     SEARCH_ATTRIBUTE_TOOL,
     CompositeRunInput,
     CompositeRunOutput,
+    run_owner,
 )
 from vmcp.config.models import VmcpConfig
 from vmcp.ops import telemetry
@@ -184,7 +187,15 @@ def _reaching(
 
 
 class RunNotFound(Exception):
-    """No run with that id (or it is not a vmcp composite run)."""
+    """No run with that id."""
+
+
+class NotARun(RunNotFound):
+    """The id names no composite run of this vmcp: not a run id at all, or another application's
+    workflow (another type, or another task queue). Nothing is sent to such a workflow."""
+
+
+_RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
 class Orchestrator:
@@ -226,6 +237,7 @@ class Orchestrator:
                     SearchAttributePair(SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATUS), "running"),
                 ]
             ),
+            memo={MEMO_OWNER: run_owner(run.caller)},
             static_summary=f"composite tool {run.tool}",
             # honoured when this client also runs a worker on the queue (`vmcp dev`): the first
             # workflow task is handed to it in the start response
@@ -270,13 +282,28 @@ class Orchestrator:
         return status
 
     async def _described(self, run_id: str) -> tuple[WorkflowHandle[Any, Any], WorkflowExecutionDescription]:
+        """The run's handle and description; NotARun (before Temporal is asked, when the id's shape
+        already says so) for anything but a composite run on this vmcp's task queue."""
+        if not _RUN_ID.fullmatch(run_id):
+            raise NotARun(run_id)
         handle = (await self.client()).get_workflow_handle(run_id)
         try:
-            return handle, await handle.describe()
+            description = await handle.describe()
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 raise RunNotFound(run_id) from None
             raise
+        if description.workflow_type != COMPOSITE_WORKFLOW or description.task_queue != self.config.temporal.task_queue:
+            raise NotARun(run_id)
+        return handle, description
+
+    @_reaching
+    async def owner(self, run_id: str) -> dict[str, Any] | None:
+        """Who started the run (`MEMO_OWNER`; None for a run from before owners were recorded).
+        NotARun or RunNotFound for ids that name no run of this vmcp."""
+        _, description = await self._described(run_id)
+        owner = await description.memo_value(MEMO_OWNER, None)
+        return dict(owner) if isinstance(owner, dict) else None
 
     @_reaching
     async def cancel(self, run_id: str) -> None:

@@ -14,8 +14,8 @@ from typing import Any
 
 import mcp_types as types
 
-from vmcp.composite.contracts import SIGNAL_APPROVE, SIGNAL_REJECT, CompositeRunOutput
-from vmcp.runs.orchestrator import Orchestrator, RunNotWaiting
+from vmcp.composite.contracts import SIGNAL_APPROVE, SIGNAL_REJECT, CompositeRunOutput, run_owner
+from vmcp.runs.orchestrator import Orchestrator, RunNotFound, RunNotWaiting
 
 STATUS_TOOL = "vmcp_run_status"
 RESULT_TOOL = "vmcp_run_result"
@@ -92,14 +92,33 @@ def still_going(run_id: str, status: Mapping[str, Any]) -> types.CallToolResult:
     return data(body, text)
 
 
+def _no_run(name: str, run_id: str) -> str:
+    return (
+        f"{name}: no run {run_id[:120]!r} of yours (a run is reached by whoever started it, and by "
+        "operators an authorization rule allows)"
+    )
+
+
 class RunTools:
     def __init__(self, orchestrator: Orchestrator) -> None:
         self.orchestrator = orchestrator
 
-    async def call(self, caller: Mapping[str, Any], name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    async def call(
+        self, caller: Mapping[str, Any], name: str, arguments: dict[str, Any], *, others: bool = False
+    ) -> types.CallToolResult:
+        """A run tool, for `caller`. Status, result and cancel reach the caller's own runs, and
+        others' runs only when `others` (an authorization rule with `runs: any`); a decision goes to
+        any run of this vmcp, whose gate decides who may decide. An id that names no run of this
+        vmcp is refused, and one of somebody else's runs is refused in the same words."""
         run_id = arguments.get("run_id")
         if not isinstance(run_id, str) or not run_id:
             return error(f"{name}: argument `run_id` is required (a run id such as vmcp-<tool>-<uuid>)")
+        try:
+            owner = await self.orchestrator.owner(run_id)
+        except RunNotFound:  # NotARun too: the same words, whatever the id names
+            return error(_no_run(name, run_id))
+        if name not in (APPROVE_TOOL, REJECT_TOOL) and not others and owner != run_owner(dict(caller)):
+            return error(_no_run(name, run_id))
         if name in (APPROVE_TOOL, REJECT_TOOL):
             return await self._decide(caller, name, run_id, arguments)
         if name == STATUS_TOOL:

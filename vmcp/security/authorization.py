@@ -34,6 +34,18 @@ class Authorizer:
                 return rule.effect == "allow"
         return self.config.default == "allow"
 
+    def reaches_others_runs(self, caller: Mapping[str, Any], tool: str) -> bool:
+        """Whether `caller` may use run tool `tool` on runs other callers started: only a rule that
+        says `runs: any` can allow it (without `authorization:`, nobody may)."""
+        if self.config is None:
+            return False
+        for rule in self.config.rules:
+            if rule.runs != "any":
+                continue
+            if any(fnmatch.fnmatchcase(tool, glob) for glob in rule.tools) and _matches(rule.when, caller):
+                return rule.effect == "allow"
+        return False
+
 
 def _matches(when: CallerCondition, caller: Mapping[str, Any]) -> bool:
     if when.subjects and caller.get("subject") not in when.subjects:
