@@ -97,7 +97,8 @@ class CompositeToolWorkflow:
     async def run(self, run: CompositeRunInput) -> CompositeRunOutput:
         tool = CompositeTool.model_validate(run.definition)
         self._tool = tool
-        self._waiting = WaitingSteps(tool, self._gates, self._context, lambda: self._state, self._set_state)
+        owner = run.caller.get("subject") if isinstance(run.caller, dict) else None
+        self._waiting = WaitingSteps(tool, self._gates, self._context, lambda: self._state, self._set_state, owner)
         self._params = run.params
         self._context_base = {
             "params": run.params,

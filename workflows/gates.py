@@ -34,6 +34,8 @@ class Gate:
     decision: dict[str, Any] | None = None
     kind: str = APPROVAL
     requested_schema: dict[str, Any] | None = None
+    owner: str | None = None  # the subject of the run's caller, who may not decide it...
+    allow_self: bool = True  # ...unless the step allows it (runs from before owners were checked do)
 
 
 @dataclass
@@ -133,18 +135,24 @@ def _describe(gate: Gate) -> dict[str, Any]:
             "requested_schema": gate.requested_schema,
             "since": gate.opened_at,
         }
-    approvers = gate.approvers or ["anyone"]
+    approvers = gate.approvers or ["anyone" if gate.allow_self else "anyone but the run's caller"]
     return {"step": gate.step, "message": gate.message, "approvers": approvers, "since": gate.opened_at}
 
 
 def _not_allowed(gate: Gate, approver: Any, groups: Any) -> str | None:
+    """Why `approver` (a subject, with its groups) may not decide `gate`, or None. Subjects and
+    groups are separate namespaces: a subject spelt `group:x` is no member of group x."""
     if not isinstance(approver, str) or not approver:
         return "the decision names no approver"
+    if not gate.allow_self and approver == gate.owner:
+        return f"{approver!r} started this run and may not decide its own gate {gate.step!r}"
     if not gate.approvers:
         return None
-    if approver in gate.approvers:
+    subjects = {entry for entry in gate.approvers if not entry.startswith("group:")}
+    if approver in subjects:
         return None
-    member_of = {f"group:{g}" for g in groups} if isinstance(groups, list) else set()
-    if member_of & set(gate.approvers):
+    wanted = {entry.removeprefix("group:") for entry in gate.approvers if entry.startswith("group:")}
+    member_of = {str(g) for g in groups} if isinstance(groups, list) else set()
+    if wanted & member_of:
         return None
     return f"{approver!r} may not decide gate {gate.step!r} (approvers: {', '.join(gate.approvers)})"

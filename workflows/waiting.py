@@ -54,8 +54,10 @@ class WaitingSteps:
         context: Callable[[], dict[str, Any]],
         state: Callable[[], str],
         set_state: Callable[[str], None],
+        owner: str | None,
     ) -> None:
         self._tool = tool
+        self._owner = owner  # the subject of the run's caller
         self._gates = gates
         self._context = context
         self._state = state
@@ -66,6 +68,9 @@ class WaitingSteps:
         message = str(render(step.message, self._context()))
         timeout = step.timeout or DEFAULT_APPROVAL_TIMEOUT
         gate = Gate(step.id, message, list(step.approvers), workflow.now().isoformat(), timeout)
+        if workflow.patched("vmcp-approver-is-not-the-caller"):  # runs started before keep their rules
+            gate.owner = self._owner
+            gate.allow_self = step.allow_self_approval
         state.update(status="waiting", message=message, approvers=list(step.approvers))
         if step.webhook is not None:
             self._notify(step, message, timeout)

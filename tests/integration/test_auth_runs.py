@@ -71,6 +71,10 @@ def stack(
                 ],
             },
             {
+                "name": "team_gated",
+                "steps": [{"id": "gate", "type": "approval", "message": "Ship?", "approvers": ["group:eng"]}],
+            },
+            {
                 "name": "whose",
                 "steps": [
                     {"id": "who", "tool": "fault.whoami", "arguments": {}},
@@ -145,7 +149,7 @@ async def test_an_approver_in_an_mcp_client_is_who_the_token_says(stack: Stack) 
     assert (waiting.structured_content or {})["state"] == "awaiting_approval"
 
     refused = await _call_as(stack, erin, "vmcp_run_approve", {"run_id": run_id, "groups": ["ops"]})
-    assert refused.is_error and "'erin' may not decide gate 'gate'" in refused.content[0].text
+    assert refused.is_error and "'erin' started this run and may not decide" in refused.content[0].text
     approved = await _call_as(stack, olga, "vmcp_run_approve", {"run_id": run_id, "comment": "go"})
     assert not approved.is_error and (approved.structured_content or {})["by"] == "olga"
     result = await _call_as(stack, erin, "vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
@@ -205,3 +209,19 @@ async def test_the_run_tools_refuse_workflows_that_are_not_vmcp_runs(stack: Stac
         assert not [e for e in history.events if e.HasField("workflow_execution_cancel_requested_event_attributes")]
         assert not [e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
         await temporal.get_workflow_handle(workflow_id).terminate("test over")
+
+
+async def test_a_caller_cannot_approve_its_own_run_and_a_subject_is_no_group(stack: Stack) -> None:
+    erin = stack.issuer.token(sub="erin", groups=["eng"])
+    ed = stack.issuer.token(sub="ed", groups=["eng"])
+    impostor = stack.issuer.token(sub="group:eng", groups=[])
+    waiting = await _call_as(stack, erin, "team_gated", {})
+    run_id = (waiting.structured_content or {})["run_id"]
+    own = await _call_as(stack, erin, "vmcp_run_approve", {"run_id": run_id})
+    assert own.is_error and "started this run" in own.content[0].text
+    spelt = await _call_as(stack, impostor, "vmcp_run_approve", {"run_id": run_id})
+    assert spelt.is_error and "may not decide" in spelt.content[0].text
+    approved = await _call_as(stack, ed, "vmcp_run_approve", {"run_id": run_id, "comment": "lgtm"})
+    assert not approved.is_error and (approved.structured_content or {})["by"] == "ed"
+    result = await _call_as(stack, erin, "vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
+    assert not result.is_error and (result.structured_content or {})["gate"]["output"]["approver"] == "ed"

@@ -75,7 +75,10 @@ class ForEachStep(_StepBase):
 class ApprovalStep(_StepBase):
     type: Literal["approval"]
     message: str
-    approvers: list[str] = Field(default_factory=list)  # users and `group:` entries; empty: anyone
+    # subjects and `group:` entries (a subject never matches a group entry); empty: anyone but the
+    # run's own caller
+    approvers: list[str] = Field(default_factory=list)
+    allow_self_approval: bool = False  # may the run's own caller decide this gate?
     on_timeout: Literal["reject", "approve"] = "reject"
     webhook: str | None = None
 
