@@ -112,12 +112,23 @@ class CompositeToolWorkflow:
         tasks = {step.id: asyncio.create_task(self._run_step(step)) for step in tool.steps}
         self._tasks = tasks
         try:
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            # A step ends by completing, failing or being skipped (all handled inside it) or by being
+            # cancelled. Anything else is a bug of the interpreter: it fails this workflow task at
+            # once (Temporal retries the task, the Web UI shows why, and a fixed deploy resumes the
+            # run) rather than leaving the step `running` and its dependants waiting for ever.
+            done, _ = await workflow.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
         except asyncio.CancelledError:
-            # the run was cancelled: say so in the status query and the search attribute
+            # the run was cancelled: its steps are stopped, and the status query and the search
+            # attribute say so
+            for task in tasks.values():
+                task.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
             if workflow.patched("vmcp-status-cancelled"):
                 self._set_status("cancelled")
             raise
+        crash = next((task.exception() for task in done if not task.cancelled() and task.exception()), None)
+        if crash is not None:
+            raise RuntimeError(f"the interpreter failed unexpectedly: {crash!r}") from crash
 
         if self._failure is not None:
             return self._failed(tool.name, self._failure)
