@@ -232,6 +232,8 @@ class CompositeToolWorkflow:
         items = render("{{" + expression + "}}", self._context())
         if not isinstance(items, list):
             raise StepFailed(f"collection is {type(items).__name__}, not a list", 0)
+        if len(items) > step.max_items and workflow.patched("vmcp-for-each-ceiling"):
+            raise StepFailed(f"collection has {len(items)} items, more than max_items ({step.max_items})", 0)
         limit = asyncio.Semaphore(step.max_parallel)
         results: list[Any] = [None] * len(items)
         failures: list[str] = []

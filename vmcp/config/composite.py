@@ -20,6 +20,7 @@ TEMPLATE_ROOTS = frozenset({"params", "steps", "run", "caller"})
 DEFAULT_WAIT = 60.0
 DEFAULT_TIMEOUT = 3600.0
 DEFAULT_APPROVAL_TIMEOUT = 86400.0
+MAX_FOR_EACH_ITEMS = 2000  # the ceiling `max_items` may be raised to (history stays well inside Temporal's limit)
 
 
 class _Strict(BaseModel):
@@ -69,6 +70,9 @@ class ForEachStep(_StepBase):
     collection: str  # an expression (or one `{{ … }}`) giving the list to iterate
     item_var: str = Field(default="item", pattern=STEP_ID)
     max_parallel: int = Field(default=4, ge=1, le=256)
+    # the longest list a run takes: each item is an activity in the run's history, which Temporal
+    # bounds (51,200 events); a longer list fails the step with a clear error rather than the run
+    max_items: int = Field(default=1000, ge=1, le=MAX_FOR_EACH_ITEMS)
     step: NestedToolStep
 
 
