@@ -5,7 +5,9 @@
 (a) three parallel 200 ms steps: end-to-end wall time through vmcp (ideal: 200 ms);
 (b) a one-step composite vs the same tool called directly through vmcp;
 (c) a diamond with unequal branches (100 ms + 300 ms, then 100 ms) vs its critical path (400 ms);
-(d) 50 concurrent callers of a one-step composite: runs/s, p50, p99.
+(d) 50 concurrent callers of a one-step composite: runs/s, p50, p99;
+(e) a call reaching an approval gate: how long after the step before the gate completed (workflow
+    time) the caller has its `awaiting_approval` answer (median of 10).
 The backend is the test fault server over streamable HTTP (`slow(seconds)` sleeps server-side).
 Not a test: figures go in notes and the README, never into assertions.
 """
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import anyio
@@ -48,7 +51,29 @@ def composites() -> list[dict[str, object]]:
                 {"id": "join", "tool": slow, "arguments": {"seconds": 0.1}, "depends_on": ["short", "long"]},
             ],
         },
+        {
+            "name": "gated",
+            "steps": [
+                {"id": "before", "tool": "fault.echo", "arguments": {"text": "x"}},
+                {"id": "gate", "type": "approval", "message": "Go?", "depends_on": ["before"]},
+            ],
+        },
     ]
+
+
+async def gate_answers(client: Client, runs: int) -> list[float]:
+    """Seconds from the completion of the step before the gate to the caller's answer."""
+    delays = []
+    for _ in range(runs):
+        answer = await client.call_tool("gated", {})
+        received = time.time()
+        body = answer.structured_content or {}
+        assert body.get("state") == "awaiting_approval", answer
+        status = await client.call_tool("vmcp_run_status", {"run_id": body["run_id"]})
+        finished = (status.structured_content or {})["steps"]["before"]["finished_at"]
+        delays.append(received - datetime.fromisoformat(finished).timestamp())
+        await client.call_tool("vmcp_run_cancel", {"run_id": body["run_id"]})
+    return delays
 
 
 async def timed(client: Client, tool: str, args: dict[str, object]) -> float:
@@ -83,6 +108,8 @@ async def measure(url: str, runs: int, callers: int) -> dict[str, list[float] | 
             group.start_soon(caller, 4)
     out["d_elapsed"] = time.perf_counter() - start
     out["d"] = latencies
+    async with Client(url) as client:
+        out["e"] = await gate_answers(client, 10)
     return out
 
 
@@ -162,6 +189,12 @@ def main() -> None:
     print(
         f"(d) {args.callers} concurrent callers x4      {len(d) / elapsed:7.1f} runs/s  p50 {pct(d, 0.5):7.1f} ms"
         f"  p99 {pct(d, 0.99):7.1f} ms  (p99/p50 {pct(d, 0.99) / pct(d, 0.5):.2f})"
+    )
+    e = f["e"]
+    assert isinstance(e, list)
+    print(
+        f"(e) gate answered after the step before it: median {statistics.median(e) * 1000:6.1f} ms"
+        f"  max {max(e) * 1000:6.1f} ms (10 calls)"
     )
     print(f"    mean one-step {statistics.mean(bc) * 1000:.1f} ms")
 

@@ -28,6 +28,8 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_ANSWER,
         SIGNAL_APPROVE,
         SIGNAL_REJECT,
+        UPDATE_WATCH,
+        WAITING_FOR_PEOPLE,
         CallBackendToolInput,
         CallBackendToolOutput,
         CompositeRunInput,
@@ -90,6 +92,50 @@ class CompositeToolWorkflow:
     def answer(self, answer: Any) -> None:
         """`{"step": …, "action": "accept" | "decline" | "cancel", "content": {…}, "responder": …}`."""
         self._gates.answer(answer, workflow.now().isoformat())
+
+    # The same three as Updates: the validator refuses before anything enters the history.
+
+    @workflow.update(name=SIGNAL_APPROVE)
+    def approve_now(self, decision: Any) -> dict[str, Any]:
+        return self._gates.decide("approve", decision, workflow.now().isoformat())
+
+    @approve_now.validator
+    def _may_approve(self, decision: Any) -> None:
+        _refuse_if(self._gates.decision_problem("approve", decision))
+
+    @workflow.update(name=SIGNAL_REJECT)
+    def reject_now(self, decision: Any) -> dict[str, Any]:
+        return self._gates.decide("reject", decision, workflow.now().isoformat())
+
+    @reject_now.validator
+    def _may_reject(self, decision: Any) -> None:
+        _refuse_if(self._gates.decision_problem("reject", decision))
+
+    @workflow.update(name=SIGNAL_ANSWER)
+    def answer_now(self, answer: Any) -> dict[str, Any]:
+        return self._gates.answer(answer, workflow.now().isoformat())
+
+    @answer_now.validator
+    def _may_answer(self, answer: Any) -> None:
+        _refuse_if(self._gates.answer_problem(answer))
+
+    # ------------------------------------------------------------------ the façade's wait
+
+    @workflow.update(name=UPDATE_WATCH, unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
+    async def watch(self, known: list[str]) -> dict[str, Any]:
+        """The run's status as soon as it waits for a person or a step not in `known` (the steps
+        the caller has heard of) finishes: the façade waits on the run itself instead of polling."""
+        heard = set(known)
+        await workflow.wait_condition(lambda: self._state in WAITING_FOR_PEOPLE or bool(self._finished_steps() - heard))
+        return self.status()
+
+    @watch.validator
+    def _may_watch(self, known: list[str]) -> None:
+        if not isinstance(known, list) or not all(isinstance(step, str) for step in known):
+            raise ValueError("watch takes the list of step ids the caller has heard of")
+
+    def _finished_steps(self) -> set[str]:
+        return {sid for sid, state in self._steps.items() if state["status"] in ("completed", "failed", "skipped")}
 
     # ------------------------------------------------------------------ the run
 
@@ -307,6 +353,12 @@ class CompositeToolWorkflow:
                     continue  # the worker running it vanished: run the call again
                 raise _step_failure(exc, spec.max_attempts) from None
         raise StepFailed("the call was lost with its worker too many times", spec.max_attempts)
+
+
+def _refuse_if(problem: str | None) -> None:
+    """An Update validator's refusal: the caller gets `problem`, the history nothing."""
+    if problem is not None:
+        raise ApplicationError(problem, type="DecisionRefused", non_retryable=True)
 
 
 def _step_failure(exc: ActivityError, max_attempts: int) -> StepFailed:

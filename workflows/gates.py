@@ -2,9 +2,10 @@
 
 Two kinds: an approval gate waits for an `approve` / `reject` decision; an input gate (an
 `elicitation` step) waits for an `answer` to its form, from the calling client or from anyone
-answering for it later. Deterministic (no I/O): signals deliver decisions, the interpreter waits
-on the gate. Every decision is recorded with its outcome, refused ones too, so the CLI can tell
-from the status query whether its signal was accepted, and the run's history shows who tried what.
+answering for it later. Deterministic (no I/O): Updates (or signals) deliver decisions, the
+interpreter waits on the gate. An Update's validator refuses a decision before it enters the
+history (its caller learns why at once); a signal cannot be refused, so a refused signal is
+recorded with its reason, for the status query and the Web UI.
 """
 
 from __future__ import annotations
@@ -53,8 +54,16 @@ class Gates:
         gates = [_describe(gate) for gate in self.open.values()]
         return gates[0] if len(gates) == 1 else {"gates": gates}
 
-    def decide(self, kind: str, payload: Any, now: str) -> None:
-        """Apply an `approve` / `reject` signal, or record why it was refused."""
+    def decision_problem(self, kind: str, payload: Any) -> str | None:
+        """Why an `approve` / `reject` decision would be refused, or None (nothing changes)."""
+        payload = payload if isinstance(payload, dict) else {}
+        gate, problem = self._target(payload.get("step"), APPROVAL)
+        if gate is not None and problem is None:
+            problem = _not_allowed(gate, payload.get("approver"), payload.get("groups"))
+        return problem
+
+    def decide(self, kind: str, payload: Any, now: str) -> dict[str, Any]:
+        """Apply an `approve` / `reject` decision, or record why it was refused; the record."""
         record: dict[str, Any] = {"kind": kind, "time": now}
         if not isinstance(payload, dict):
             payload = {}
@@ -79,11 +88,18 @@ class Gates:
                 "time": now,
             }
         self.decisions.append(record)
+        return record
 
-    def answer(self, payload: Any, now: str) -> None:
-        """Apply an `answer` signal to an input gate, or record why it was refused. The content is
-        checked against the step's `requested_schema` here, so no path around the façade's own
-        check (the CLI, `temporal workflow signal`) can hand later steps a malformed answer."""
+    def answer_problem(self, payload: Any) -> str | None:
+        """Why an `answer` would be refused, or None (nothing changes)."""
+        payload = payload if isinstance(payload, dict) else {}
+        return self._answer_check(payload)[1]
+
+    def answer(self, payload: Any, now: str) -> dict[str, Any]:
+        """Apply an `answer` to an input gate, or record why it was refused; the record. The
+        content is checked against the step's `requested_schema` here, so no path around the
+        façade's own check (the CLI, `temporal workflow signal`) can hand later steps a malformed
+        answer."""
         if not isinstance(payload, dict):
             payload = {}
         action = payload.get("action", "accept")
@@ -96,20 +112,30 @@ class Gates:
             "step": payload.get("step"),
             "action": action,
         }
+        gate, problem = self._answer_check(payload)
+        if problem is not None or gate is None:
+            record.update(outcome=REFUSED, problem=problem)
+        else:
+            if action == "accept" and content is None:
+                content = {}
+            record.update(outcome=ACCEPTED, step=gate.step)
+            gate.decision = {"action": action, "content": content, "responder": payload.get("responder"), "time": now}
+        self.decisions.append(record)
+        return record
+
+    def _answer_check(self, payload: dict[str, Any]) -> tuple[Gate | None, str | None]:
+        action = payload.get("action", "accept")
         gate, problem = self._target(payload.get("step"), INPUT)
         if gate is not None and problem is None:
             if action not in _ANSWER_ACTIONS:
                 problem = f"action must be one of {', '.join(_ANSWER_ACTIONS)}, not {action!r}"
             elif action == "accept":
-                content = {} if content is None else content
-                problems = answer_problems(gate.requested_schema or {"type": "object"}, content)
+                content = payload.get("content")
+                problems = answer_problems(
+                    gate.requested_schema or {"type": "object"}, {} if content is None else content
+                )
                 problem = "; ".join(problems) or None
-        if problem is not None or gate is None:
-            record.update(outcome=REFUSED, problem=problem)
-        else:
-            record.update(outcome=ACCEPTED, step=gate.step)
-            gate.decision = {"action": action, "content": content, "responder": payload.get("responder"), "time": now}
-        self.decisions.append(record)
+        return gate, problem
 
     def _target(self, step: Any, kind: str) -> tuple[Gate | None, str | None]:
         waiting = {sid: gate for sid, gate in self.open.items() if gate.kind == kind}

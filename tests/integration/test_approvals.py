@@ -179,10 +179,25 @@ async def test_gate_answers_with_the_run_id_then_an_approver_lets_it_finish(stac
     assert pending.returncode == 0, pending.stderr
     assert run_id in {run["run_id"] for run in json.loads(pending.stdout)}
 
+    temporal = await TemporalClient.connect(stack.temporal)
+
+    async def messages() -> list[str]:
+        """The decisions in the run's history (Updates accepted, signals), by name."""
+        history = await temporal.get_workflow_handle(run_id).fetch_history()
+        found = []
+        for event in history.events:
+            if event.HasField("workflow_execution_update_accepted_event_attributes"):
+                found.append(event.workflow_execution_update_accepted_event_attributes.accepted_request.input.name)
+            elif event.HasField("workflow_execution_signaled_event_attributes"):
+                found.append(event.workflow_execution_signaled_event_attributes.signal_name)
+        return [name for name in found if name in ("approve", "reject")]
+
     refused = stack.cli("approve", run_id, "--as", "bob")
     assert refused.returncode == 1 and "may not decide" in refused.stderr and "Traceback" not in refused.stderr
+    assert await messages() == []  # the refused decision never entered the history
     approved = stack.cli("approve", run_id, "--as", "alice", "--comment", "ship it")
     assert approved.returncode == 0, approved.stderr
+    assert await messages() == ["approve"]
 
     async with Client(stack.url) as client:
         result = await client.call_tool("vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
@@ -191,6 +206,7 @@ async def test_gate_answers_with_the_run_id_then_an_approver_lets_it_finish(stac
     assert (await stack.tallies())[label] == 1
     again = stack.cli("approve", run_id, "--as", "alice")
     assert again.returncode == 1 and "nothing to decide" in again.stderr
+    assert len(await messages()) == 1  # nor did the one sent after the run ended
 
 
 async def test_a_rejection_ends_the_run_with_the_reason_and_no_later_step_runs(stack: Stack) -> None:

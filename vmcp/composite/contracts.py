@@ -90,12 +90,18 @@ ERROR_POLICY = "PolicyViolation"  # non-retryable (raised so): an argument broke
 PERMANENT_ERRORS = (ERROR_INVALID_PARAMS, ERROR_METHOD_NOT_FOUND, ERROR_INPUT_REQUIRED)
 
 # Signals and queries of a composite run (the approver's CLI and `temporal workflow signal` use them).
+# Decisions and answers: Temporal Updates (a refused one never enters the history, and its caller
+# learns why at once) and, under the same names, signals (for `temporal workflow signal`).
 SIGNAL_APPROVE = "approve"
 SIGNAL_REJECT = "reject"
 SIGNAL_ANSWER = "answer"
 """An elicitation step's answer: `{"step": …, "action": "accept" | "decline" | "cancel", "content": {…},
 "responder": …}` (what the calling client answered, or anyone else answering for it later)."""
 QUERY_STATUS = "status"
+# An Update the façade waits on instead of polling: the run answers it as soon as it waits for a
+# person, or a step the caller has not heard of finishes (the run's end answers through its result).
+UPDATE_WATCH = "watch"
+WAITING_FOR_PEOPLE = ("awaiting_approval", "awaiting_input")
 
 # Who started a run (the caller's issuer and subject), kept in the run's memo: the run tools let a
 # caller reach only its own runs unless an authorization rule says `runs: any`.

@@ -24,7 +24,7 @@ from mcp.server.context import ServerRequestContext
 from vmcp.catalog.aggregate import Catalog
 from vmcp.catalog.steps import resolve, resolve_tool
 from vmcp.clients.relay import is_modern
-from vmcp.composite.contracts import CompositeRunInput, CompositeRunOutput
+from vmcp.composite.contracts import WAITING_FOR_PEOPLE, CompositeRunInput, CompositeRunOutput
 from vmcp.config.composite import CompositeTool, ForEachStep, ToolStep
 from vmcp.config.models import VmcpConfig
 from vmcp.ops import logs
@@ -35,10 +35,8 @@ from vmcp.runs.tools import BUILTIN_TOOLS, RunTools, error, result_of, still_goi
 
 logger = logging.getLogger(__name__)
 
-_PROGRESS_POLL = 0.25
 _FINISHED = ("completed", "failed", "skipped")
 _GATES = ("approval", "elicitation")
-_WAITING_FOR_PEOPLE = ("awaiting_approval", "awaiting_input")
 _MAX_QUESTION_ROUNDS = 5  # answers refused in a row before the call returns the run id instead
 
 
@@ -206,25 +204,30 @@ class CompositeRuns:
                     reported.add(step_id)
                     await ctx.session.report_progress(len(reported), total, f"step {step_id}: {state.get('status')}")
 
+        # everything counts as heard of when nobody listens for progress: only a gate answers then
+        everything = [step.id for step in tool.steps] if not progress else []
+
         async with anyio.create_task_group() as group:
 
-            async def poll() -> None:
+            async def watch() -> None:
+                """Wait on the run itself (an Update it answers), not on a timer."""
+                heard: list[str] = everything
                 while True:
-                    await anyio.sleep(_PROGRESS_POLL)
-                    try:
-                        status = await self.orchestrator.status(run_id)
-                    except Exception:  # best effort; the result decides
-                        logger.debug("status poll failed", exc_info=True)
-                        continue
-                    await announce(status.get("steps", {}))
-                    if status.get("state") in _WAITING_FOR_PEOPLE:
+                    status = await self.orchestrator.watch(run_id, heard)
+                    if status is None:
+                        return  # the run is ending: its result decides
+                    steps = status.get("steps", {})
+                    await announce(steps)
+                    if status.get("state") in WAITING_FOR_PEOPLE:
                         group.cancel_scope.cancel()  # answer now: a person may take days
+                        return
+                    heard = everything or sorted(sid for sid, s in steps.items() if s.get("status") in _FINISHED)
 
             async def result() -> None:
                 outcome.append(await self.orchestrator.result(run_id, wait))
                 group.cancel_scope.cancel()
 
-            group.start_soon(poll)
+            group.start_soon(watch)
             group.start_soon(result)
         if outcome and outcome[0] is not None:
             # steps that finished between polls (or all of them, for a fast run), in their order

@@ -23,8 +23,10 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from vmcp.backends.common import BackendUnavailable, expand_env
@@ -36,6 +38,7 @@ from vmcp.composite.contracts import (
     SEARCH_ATTRIBUTE_PENDING_APPROVAL,
     SEARCH_ATTRIBUTE_STATUS,
     SEARCH_ATTRIBUTE_TOOL,
+    UPDATE_WATCH,
     CompositeRunInput,
     CompositeRunOutput,
     run_owner,
@@ -361,21 +364,41 @@ class Orchestrator:
 
     @_reaching
     async def decide(self, run_id: str, kind: str, decision: dict[str, Any], wait: float = 15.0) -> dict[str, Any]:
-        """Send an `approve` / `reject` signal and return how the run recorded it (accepted, or
-        refused and why). The decision carries an `id` so its record can be found."""
+        """Send an `approve` / `reject` decision or an `answer` as an Update, and return how the run
+        took it: the record of an accepted one, or `{"outcome": "refused", "problem": …}` — a
+        refused decision is turned away by the Update's validator and never enters the history."""
         handle, description = await self._described(run_id)
         if description.status != WorkflowExecutionStatus.RUNNING:
             name = description.status.name.lower() if description.status is not None else "closed"
             raise RunNotWaiting(f"run {run_id} is {'cancelled' if name == 'canceled' else name}: nothing to decide")
-        await handle.signal(kind, decision)
-        with anyio.move_on_after(wait):
-            while True:
-                status = dict(await handle.query(QUERY_STATUS))
-                for record in status.get("decisions", []):
-                    if record.get("id") == decision.get("id"):
-                        return dict(record)
-                await anyio.sleep(0.1)
-        raise RunNotWaiting(f"run {run_id} did not record the decision within {wait:g}s (is a worker running?)")
+        try:
+            with anyio.fail_after(wait):
+                record = await handle.execute_update(kind, decision, result_type=dict)
+        except TimeoutError:
+            raise RunNotWaiting(
+                f"run {run_id} did not take the decision within {wait:g}s (is a worker running?)"
+            ) from None
+        except WorkflowUpdateFailedError as exc:
+            cause = exc.cause
+            problem = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
+            return {"id": decision.get("id"), "kind": kind, "outcome": "refused", "problem": problem}
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:  # it closed meanwhile
+                raise RunNotWaiting(f"run {run_id} has ended: nothing to decide") from None
+            raise
+        return dict(record)
+
+    async def watch(self, run_id: str, known: Sequence[str]) -> dict[str, Any] | None:
+        """The run's status as soon as it waits for a person or a step not in `known` finishes (the
+        run answers; nothing polls). None when the run is ending or cannot be watched: its result
+        says how it ended."""
+        handle = (await self.client()).get_workflow_handle(run_id)
+        try:
+            status = await handle.execute_update(UPDATE_WATCH, list(known), result_type=dict)
+        except (WorkflowUpdateFailedError, RPCError) as exc:
+            logger.debug("watching %s ended: %s", run_id, exc)
+            return None
+        return dict(status)
 
 
 class RunNotWaiting(Exception):
