@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
+import mcp_types as types
 import pytest
 import yaml
 from mcp import Client
@@ -69,6 +70,22 @@ def stack(
                     {"id": "gate", "type": "approval", "message": "Ship?", "approvers": ["group:ops"]},
                     {"id": "ship", "tool": "fault.echo", "arguments": {"text": "shipped"}, "depends_on": ["gate"]},
                 ],
+            },
+            {
+                "name": "asking",
+                "steps": [
+                    {
+                        "id": "ask",
+                        "type": "elicitation",
+                        "message": "Which branch?",
+                        "requested_schema": {
+                            "type": "object",
+                            "properties": {"branch": {"type": "string"}},
+                            "required": ["branch"],
+                        },
+                    }
+                ],
+                "output": {"branch": "{{ steps.ask.output.content.branch }}", "by": "{{ steps.ask.output.responder }}"},
             },
             {
                 "name": "team_gated",
@@ -178,7 +195,7 @@ async def test_a_run_belongs_to_its_caller(stack: Stack) -> None:
     own = await _call_as(stack, erin, "vmcp_run_status", {"run_id": run_id})
     assert not own.is_error and (own.structured_content or {})["state"] == "awaiting_approval"  # unaffected
     decisions = (own.structured_content or {}).get("decisions") or []
-    assert all(d["outcome"] == "refused" for d in decisions)  # mallory's attempts decided nothing
+    assert decisions == []  # mallory's attempts never entered the run
     unknown = await _call_as(stack, mallory, "vmcp_run_status", {"run_id": run_id})
     missing = await _call_as(stack, mallory, "vmcp_run_status", {"run_id": f"vmcp-gated-{uuid.uuid4()}"})
     assert unknown.content[0].text.replace(run_id, "ID") == missing.content[0].text.replace(
@@ -225,3 +242,34 @@ async def test_a_caller_cannot_approve_its_own_run_and_a_subject_is_no_group(sta
     assert not approved.is_error and (approved.structured_content or {})["by"] == "ed"
     result = await _call_as(stack, erin, "vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
     assert not result.is_error and (result.structured_content or {})["gate"]["output"]["approver"] == "ed"
+
+
+async def test_a_request_state_answers_only_for_the_caller_it_was_issued_to(stack: Stack) -> None:
+    """A 2026-07-28 question's requestState is sealed to the run and to the caller asked: replayed by
+    somebody else it is refused, and the run takes nothing from them; the answer records who gave it."""
+    erin = stack.issuer.token(sub="erin", groups=["eng"])
+    mallory = stack.issuer.token(sub="mallory", groups=["eng"])
+
+    async def never(context: Any, params: Any) -> types.ElicitResult:  # declares the capability only
+        return types.ElicitResult(action="cancel")
+
+    async def call(token: str, **extra: Any) -> Any:
+        async with (
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http,
+            Client(
+                streamable_http_client(stack.url, http_client=http),  # type: ignore[arg-type]
+                mode="2026-07-28",
+                elicitation_callback=never,
+            ) as client,
+        ):
+            return await client.session.call_tool("asking", {}, allow_input_required=True, **extra)
+
+    asked = await call(erin)
+    assert isinstance(asked, types.InputRequiredResult), asked
+    answer = {"ask": types.ElicitResult(action="accept", content={"branch": "evil"})}
+    replayed = await call(mallory, input_responses=answer, request_state=asked.request_state)
+    assert replayed.is_error and "issued to another caller" in replayed.content[0].text
+    answer = {"ask": types.ElicitResult(action="accept", content={"branch": "main"})}
+    done = await call(erin, input_responses=answer, request_state=asked.request_state)
+    assert not done.is_error, done
+    assert done.structured_content == {"branch": "main", "by": "erin"}

@@ -120,7 +120,7 @@ async def test_the_calling_client_answers_and_the_run_finishes_in_the_same_call(
     async with Client(stack.url, mode=mode, elicitation_callback=callback) as client:  # type: ignore[arg-type]
         result = await client.call_tool("release", {"label": label})
     assert not result.is_error, result
-    assert result.structured_content == {"branch": "main", "copies": 2, "by": "the calling client"}
+    assert result.structured_content == {"branch": "main", "copies": 2, "by": "anonymous"}
     assert asked == [f"Which branch for {label}?"]
     assert (await stack.tallies())[f"{label}/main"] == 1
 
@@ -132,7 +132,7 @@ async def test_an_answer_that_breaks_the_form_is_refused_and_asked_again(stack: 
     async with Client(stack.url, mode="legacy", elicitation_callback=callback) as client:
         result = await client.call_tool("release", {"label": label})
     assert not result.is_error, result
-    assert result.structured_content == {"branch": "dev", "copies": 1, "by": "the calling client"}
+    assert result.structured_content == {"branch": "dev", "copies": 1, "by": "anonymous"}
     assert len(asked) == 2
     assert "previous answer was not accepted" in asked[1] and "copies" in asked[1], asked[1]
     run_id = (result.meta or {})["io.vmcp/run_id"]
@@ -179,7 +179,7 @@ async def test_the_request_state_works_on_another_replica_and_cannot_be_forged(s
             "release", {"label": label}, input_responses=answer, request_state=asked.request_state
         )
     assert not done.is_error, done
-    assert done.structured_content == {"branch": "hotfix", "copies": 3, "by": "the calling client"}
+    assert done.structured_content == {"branch": "hotfix", "copies": 3, "by": "anonymous"}
     assert (await stack.tallies())[f"{label}/hotfix"] == 1
 
 

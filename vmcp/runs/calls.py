@@ -106,7 +106,7 @@ class CompositeRuns:
             if name not in self.tools:
                 return await self.run_tools.call(caller, name, arguments, others=others)
             if params.request_state is not None:  # a 2026-07-28 client answering a run's question
-                return await self._resume(ctx, self.tools[name], params.request_state, params.input_responses)
+                return await self._resume(ctx, self.tools[name], params.request_state, params.input_responses, caller)
             return await self._run(ctx, self.tools[name], arguments, catalog, caller)
         except InvalidState as exc:
             return error(f"{name}: {exc}")
@@ -139,7 +139,7 @@ class CompositeRuns:
         run = CompositeRunInput(tool=tool.name, definition=definition, params=params, caller=run_caller(caller))
         await self.orchestrator.start(run_id, run, tool.run_timeout)
         with logs.about_run(run_id):
-            return await self._follow(ctx, run_id, tool)
+            return await self._follow(ctx, run_id, tool, caller)
 
     async def _resume(
         self,
@@ -147,15 +147,16 @@ class CompositeRuns:
         tool: CompositeTool,
         request_state: str,
         responses: types.InputResponses | None,
+        caller: Mapping[str, Any],
     ) -> types.CallToolResult | types.InputRequiredResult:
-        pending = self.questions.sealer.open(request_state)
+        pending = self.questions.opened(request_state, caller)
         if pending.tool != tool.name:
             return error(f"{tool.name}: this requestState belongs to a call of {pending.tool!r}")
-        await self.questions.deliver_all(pending, responses)
-        return await self._follow(ctx, pending.run_id, tool)
+        await self.questions.deliver_all(pending, responses, caller)
+        return await self._follow(ctx, pending.run_id, tool, caller)
 
     async def _follow(
-        self, ctx: ServerRequestContext[Any], run_id: str, tool: CompositeTool
+        self, ctx: ServerRequestContext[Any], run_id: str, tool: CompositeTool, caller: Mapping[str, Any]
     ) -> types.CallToolResult | types.InputRequiredResult:
         """The run's result within the tool's `wait`. A question the run asks (an elicitation step)
         goes to the caller while it is on the line; an approval gate, a caller that cannot answer,
@@ -170,8 +171,8 @@ class CompositeRuns:
             if not questions or not can_elicit(ctx) or anyio.current_time() >= deadline:
                 return still_going(run_id, status)
             if is_modern(ctx):
-                return self.questions.input_required(run_id, tool.name, questions)
-            if not await self.questions.ask_mid_call(ctx, run_id, questions):
+                return self.questions.input_required(run_id, tool.name, questions, caller)
+            if not await self.questions.ask_mid_call(ctx, run_id, questions, caller):
                 return still_going(run_id, status)  # it could not answer: the run waits for a signal
         return still_going(run_id, await self.orchestrator.status(run_id))
 

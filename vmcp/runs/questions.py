@@ -12,6 +12,7 @@ A client that declared no elicitation capability, or that cannot answer, gets th
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 
 from vmcp.clients.relay import ask
-from vmcp.composite.contracts import SIGNAL_ANSWER
+from vmcp.composite.contracts import SIGNAL_ANSWER, run_owner
 from vmcp.runs.orchestrator import Orchestrator, RunNotWaiting
-from vmcp.runs.request_state import PendingQuestions, RequestStateSealer
+from vmcp.runs.request_state import InvalidState, PendingQuestions, RequestStateSealer
 
 RESPONDER = "the calling client"
 _MAX_REFUSALS_KEPT = 1000
@@ -52,36 +53,51 @@ class Questions:
             self._sealer = RequestStateSealer.from_environment_or_file(self._key_file)
         return self._sealer
 
-    def input_required(self, run_id: str, tool: str, questions: list[dict[str, Any]]) -> types.InputRequiredResult:
-        """The 2026-07-28 way to ask: the client answers and retries the call with `requestState`."""
+    def input_required(
+        self, run_id: str, tool: str, questions: list[dict[str, Any]], caller: Mapping[str, Any]
+    ) -> types.InputRequiredResult:
+        """The 2026-07-28 way to ask: the client answers and retries the call with `requestState`,
+        which is sealed to this run and to `caller` (nobody else may answer with it)."""
         requests: types.InputRequests = {q["step"]: self._request(run_id, q) for q in questions}
-        state = self.sealer.seal(PendingQuestions(run_id, tool, {q["step"]: q["step"] for q in questions}))
+        steps = {q["step"]: q["step"] for q in questions}
+        state = self.sealer.seal(PendingQuestions(run_id, tool, steps, run_owner(dict(caller))))
         return types.InputRequiredResult(input_requests=requests, request_state=state)
 
-    async def ask_mid_call(self, ctx: ServerRequestContext[Any], run_id: str, questions: list[dict[str, Any]]) -> bool:
-        """The handshake-era way: `elicitation/create` now, the answer signalled to the run. False
-        when the client could not answer (the run then waits for an answer by signal)."""
+    def opened(self, request_state: str, caller: Mapping[str, Any]) -> PendingQuestions:
+        """The questions a retry answers; InvalidState when the state was not issued to `caller`."""
+        pending = self.sealer.open(request_state)
+        if pending.asked != run_owner(dict(caller)):
+            raise InvalidState("requestState was issued to another caller: call the tool again")
+        return pending
+
+    async def ask_mid_call(
+        self, ctx: ServerRequestContext[Any], run_id: str, questions: list[dict[str, Any]], caller: Mapping[str, Any]
+    ) -> bool:
+        """The handshake-era way: `elicitation/create` now, the answer sent to the run. False when
+        the client could not answer (the run then waits for an answer by signal or Update)."""
         for question in questions:
             answer = await ask(ctx, self._request(run_id, question))
             if not isinstance(answer, types.ElicitResult):
                 return False
-            await self.deliver(run_id, question["step"], answer)
+            await self.deliver(run_id, question["step"], answer, caller)
         return True
 
-    async def deliver_all(self, pending: PendingQuestions, responses: types.InputResponses | None) -> None:
+    async def deliver_all(
+        self, pending: PendingQuestions, responses: types.InputResponses | None, caller: Mapping[str, Any]
+    ) -> None:
         """The answers a 2026-07-28 client sent with its retry, each to the step it was asked for."""
         for key, response in (responses or {}).items():
             step = pending.steps.get(key)
             if step is not None and isinstance(response, types.ElicitResult):
-                await self.deliver(pending.run_id, step, response)
+                await self.deliver(pending.run_id, step, response, caller)
 
-    async def deliver(self, run_id: str, step: str, answer: types.ElicitResult) -> None:
+    async def deliver(self, run_id: str, step: str, answer: types.ElicitResult, caller: Mapping[str, Any]) -> None:
         payload = {
             "id": str(uuid.uuid4()),
             "step": step,
             "action": answer.action,
             "content": answer.content,
-            "responder": RESPONDER,
+            "responder": caller.get("subject") or RESPONDER,
         }
         try:
             record = await self.orchestrator.decide(run_id, SIGNAL_ANSWER, payload)

@@ -20,8 +20,9 @@ import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -45,6 +46,8 @@ class PendingQuestions:
     run_id: str
     tool: str
     steps: dict[str, str]  # input-request key -> elicitation step id
+    # who was asked (issuer and subject): only they may answer with this state
+    asked: dict[str, Any] = field(default_factory=dict)
 
 
 class RequestStateSealer:
@@ -64,7 +67,13 @@ class RequestStateSealer:
         return cls(_key_from_file(key_file))
 
     def seal(self, pending: PendingQuestions, lifetime: float = STATE_LIFETIME) -> str:
-        body = {"run": pending.run_id, "tool": pending.tool, "steps": pending.steps, "exp": time.time() + lifetime}
+        body = {
+            "run": pending.run_id,
+            "tool": pending.tool,
+            "steps": pending.steps,
+            "asked": pending.asked,
+            "exp": time.time() + lifetime,
+        }
         nonce = secrets.token_bytes(_NONCE)
         sealed = self._aead.encrypt(nonce, json.dumps(body, separators=(",", ":")).encode(), _AAD)
         return base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
@@ -77,7 +86,13 @@ class RequestStateSealer:
             raise InvalidState("requestState was not issued by this vmcp, or was altered") from None
         if not isinstance(body, dict) or float(body.get("exp", 0)) < time.time():
             raise InvalidState("requestState has expired: call the tool again to get a new one")
-        return PendingQuestions(run_id=str(body["run"]), tool=str(body["tool"]), steps=dict(body["steps"]))
+        asked = body.get("asked")
+        return PendingQuestions(
+            run_id=str(body["run"]),
+            tool=str(body["tool"]),
+            steps=dict(body["steps"]),
+            asked=dict(asked) if isinstance(asked, dict) else {},
+        )
 
 
 def _key_from_file(path: Path) -> bytes:
