@@ -114,6 +114,16 @@ class BackendToolActivities:
             )
         connection = self.pool.get(call.backend)
         what = f"{call.backend}.{call.tool}"
+        auth = connection.config.auth
+        if connection.credentials.per_caller and (auth is None or auth.composite_steps != "service"):
+            raise ApplicationError(
+                f"{what} was not called: backend {call.backend!r} exchanges each caller's token, and a composite "
+                "step has none; it would run as vmcp's service identity, which this backend does not allow "
+                "(auth.composite_steps: service)",
+                _attempt(),
+                type=ERROR_POLICY,
+                non_retryable=True,
+            )
         broken = violation(self.policies.get((call.backend, call.tool), {}), call.arguments)
         if broken is not None:
             logger.info("policy refused %s (key %s): %s", what, call.idempotency_key, broken[1])

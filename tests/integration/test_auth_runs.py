@@ -26,11 +26,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
 
 
 class Stack:
-    def __init__(self, url: str, temporal: str, issuer: Issuer, endpoint: TokenEndpoint) -> None:
+    def __init__(self, url: str, temporal: str, issuer: Issuer, endpoint: TokenEndpoint, exchanging: str) -> None:
         self.url = url
         self.temporal = temporal
         self.issuer = issuer
         self.endpoint = endpoint
+        self.exchanging = exchanging  # the token_exchange backend, called directly
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,7 @@ def stack(
     directory = tmp_path_factory.mktemp("auth-runs")
     (directory / "client-secret").write_text(CLIENT_SECRET)
     fault = module_procs.fault_http("fault")
+    exchanging = module_procs.fault_http("exchanging")
     temporal = f"127.0.0.1:{free_port()}"
     config = {
         "server": {"host": "127.0.0.1", "port": 0},
@@ -61,7 +63,19 @@ def stack(
                     "client_id": "vmcp",
                     "client_secret_file": "client-secret",
                 },
-            }
+            },
+            {
+                "name": "ex",
+                "transport": "streamable-http",
+                "url": exchanging.url,
+                "auth": {
+                    "type": "token_exchange",
+                    "token_url": endpoint.url,
+                    "client_id": "vmcp",
+                    "client_secret_file": "client-secret",
+                    "audience": "https://ex.test",
+                },
+            },
         ],
         "composite_tools": [
             {
@@ -70,6 +84,10 @@ def stack(
                     {"id": "gate", "type": "approval", "message": "Ship?", "approvers": ["group:ops"]},
                     {"id": "ship", "tool": "fault.echo", "arguments": {"text": "shipped"}, "depends_on": ["gate"]},
                 ],
+            },
+            {  # names the tool by its advertised name: only the worker can catch it
+                "name": "exchanged",
+                "steps": [{"id": "who", "tool": "ex_whoami", "arguments": {}}],
             },
             {
                 "name": "asking",
@@ -116,7 +134,7 @@ def stack(
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     dev = _DevProcess(config_file)
     try:
-        yield Stack(dev.wait_ready(wait_until), temporal, issuer, endpoint)
+        yield Stack(dev.wait_ready(wait_until), temporal, issuer, endpoint, exchanging.url)
     finally:
         dev.stop()
         issuer.close()
@@ -273,3 +291,18 @@ async def test_a_request_state_answers_only_for_the_caller_it_was_issued_to(stac
     done = await call(erin, input_responses=answer, request_state=asked.request_state)
     assert not done.is_error, done
     assert done.structured_content == {"branch": "main", "by": "erin"}
+
+
+async def test_a_composite_gains_no_access_the_callers_own_token_lacks(stack: Stack) -> None:
+    """A step on a token_exchange backend has no caller token: it would call as vmcp's service
+    identity, so it is refused (the backend never sees it) unless the operator consents."""
+    erin = stack.issuer.token(sub="erin", groups=["eng"])
+    async with Client(stack.exchanging) as direct:
+        before = (await direct.call_tool("count", {})).structured_content or {}
+    result = await _call_as(stack, erin, "exchanged", {})
+    assert result.is_error and "exchanges each caller's token" in str(result.structured_content)
+    async with Client(stack.exchanging) as direct:
+        after = (await direct.call_tool("count", {})).structured_content or {}
+    assert after["calls"] == before["calls"] + 1  # the count calls themselves: whoami never arrived
+    plain = await _call_as(stack, erin, "ex_whoami", {})  # the caller's own, exchanged token
+    assert not plain.is_error, plain

@@ -178,3 +178,26 @@ def test_metrics_labels_of_unknown_names_are_one_label() -> None:
     assert route.tool(catalog, "made-up") is None  # the pipeline counts it as route.UNKNOWN
     read = route.resource(catalog, "doc://items/123456")
     assert read is not None and read.label == "doc://items/{id}"  # a template, never the caller's URI
+
+
+def _exchanging(**auth: Any) -> dict[str, Any]:
+    exchange = {"type": "token_exchange", "token_url": "http://127.0.0.1:1/token", "client_id": "vmcp"}
+    return {
+        "backends": [
+            {
+                "name": "ex",
+                "transport": "streamable-http",
+                "url": "http://127.0.0.1:1/mcp",
+                "auth": {**exchange, "client_secret": "${SECRET}", **auth},
+            }
+        ],
+        "composite_tools": [{"name": "via_ex", "steps": [{"id": "who", "tool": "ex.whoami", "arguments": {}}]}],
+    }
+
+
+def test_a_composite_step_on_a_token_exchange_backend_needs_the_operators_consent() -> None:
+    """A step has no caller token, so it would call as vmcp's service identity: refused at load
+    unless the backend says `composite_steps: service`."""
+    with pytest.raises(ConfigError, match=r"composite_tools\[0\]\.steps\[0\]\.tool: backend 'ex' exchanges"):
+        parse_config(_exchanging())
+    assert parse_config(_exchanging(composite_steps="service")).backends[0].auth is not None

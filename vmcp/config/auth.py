@@ -126,9 +126,10 @@ class BackendAuth(BaseModel):
     - `token_exchange`: RFC 8693: a plain call presents the caller's own token, exchanged at
       `token_url` for one meant for this backend (`audience`), cached per caller token. vmcp's own
       traffic (listing, health checks) and composite steps, which have no caller token (a run must
-      not keep one), use a client-credentials token for vmcp, the service identity. A per-caller
-      credential needs a per-request header, so such a backend must speak 2026-07-28 over
-      streamable HTTP (a handshake session is shared by every caller).
+      not keep one), would use a client-credentials token for vmcp, the service identity: refused
+      unless `composite_steps: service` says so. A per-caller credential needs a per-request
+      header, so such a backend must speak 2026-07-28 over streamable HTTP (a handshake session is
+      shared by every caller).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -144,6 +145,11 @@ class BackendAuth(BaseModel):
     scope: str | None = None
     audience: str | None = None
     resource: str | None = None
+    # token_exchange: a composite step has no caller token (a run must not keep one), so it could
+    # only call this backend as vmcp's service identity — which may reach what the caller's own
+    # token cannot. Refused unless the operator says `service` (and restricts, with authorization
+    # rules, who may run composites that call it).
+    composite_steps: Literal["refuse", "service"] = "refuse"
 
     @model_validator(mode="after")
     def _complete(self) -> BackendAuth:

@@ -143,6 +143,37 @@ def check_references(config: VmcpConfig) -> list[ConfigIssue]:
                     )
                 claimed[override.name] = f"{backend_name}.{original}"
     issues += check_composites(config.composite_tools)
+    issues += _steps_without_identity(config)
+    return issues
+
+
+def _steps_without_identity(config: VmcpConfig) -> list[ConfigIssue]:
+    """Composite steps naming a `token_exchange` backend that refuses them: they would run as vmcp's
+    service identity (advertised names are caught when the step runs, by the worker)."""
+    refusing = {
+        index: backend
+        for index, backend in enumerate(config.backends)
+        if backend.auth is not None
+        and backend.auth.type == "token_exchange"
+        and backend.auth.composite_steps != "service"
+    }
+    by_name = {backend.name: index for index, backend in refusing.items()}
+    issues = []
+    for index, tool in enumerate(config.composite_tools):
+        for position, step in enumerate(tool.steps):
+            call = getattr(step, "step", step)
+            name = getattr(call, "tool", None)
+            backend = name.partition(".")[0] if isinstance(name, str) and "." in name else None
+            if backend in by_name:
+                key = "step.tool" if call is not step else "tool"
+                issues.append(
+                    ConfigIssue(
+                        f"composite_tools[{index}].steps[{position}].{key}",
+                        f"backend {backend!r} exchanges each caller's token and a composite step has none: it "
+                        f"would run as vmcp's service identity; allow that with backends[{by_name[backend]}]."
+                        "auth.composite_steps: service",
+                    )
+                )
     return issues
 
 
