@@ -24,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from vmcp.backends.pool import BackendConnection, BackendPool, BackendUnavailable
+from vmcp.clients.relay import on_nobodys_behalf
 from vmcp.composite.contracts import (
     CALL_BACKEND_TOOL,
     ERROR_BACKEND_PROTOCOL,
@@ -216,7 +217,8 @@ async def _call(connection: BackendConnection, call: CallBackendToolInput) -> ty
     or log relay, so a 2026-07-28 HTTP backend gets one raw POST)."""
     meta = telemetry.inject({IDEMPOTENCY_META_KEY: call.idempotency_key})  # the step's span goes on
     params = {"name": call.tool, "arguments": call.arguments, "_meta": meta}
-    raw = await connection.requests.call_tool(params, timeout=call.timeout_seconds)
+    with on_nobodys_behalf(call.backend):  # `vmcp dev` shares the pool with the façade's callers
+        raw = await connection.requests.call_tool(params, timeout=call.timeout_seconds)
     if raw.get("resultType") == "input_required":
         return types.InputRequiredResult.model_validate(raw)
     return types.CallToolResult.model_validate(raw)

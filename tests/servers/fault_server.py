@@ -161,6 +161,7 @@ def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServe
             "tallies": dict(counters.tallies),
             "keys": dict(counters.keys),
             "max_running": counters.max_running,
+            "running": counters.running,
             "connections": counters.connections,
             "pid": os.getpid(),
             "name": name,

@@ -48,6 +48,9 @@ _LEVELS: tuple[types.LoggingLevel, ...] = (
 MAX_INPUT_ROUNDS = 10
 
 _calling: ContextVar[ServerRequestContext[Any] | None] = ContextVar("vmcp_calling_request", default=None)
+# Marks calls made on nobody's behalf (a composite step's, from a worker sharing the façade's
+# backend pool in `vmcp dev`): what a backend asks or logs during them reaches no client.
+NOBODY: Any = object()
 
 
 # Calls in flight per backend. A stdio backend's messages are all read by one task started at
@@ -70,13 +73,22 @@ def calling(ctx: ServerRequestContext[Any], backend: str | None = None) -> Any:
             _in_flight[backend].remove(ctx)
 
 
+def on_nobodys_behalf(backend: str) -> Any:
+    """Mark traffic with `backend` as made for no client (a composite step's): nothing the backend
+    asks or logs meanwhile may reach a client whose own call to it happens to be running."""
+    return calling(NOBODY, backend)
+
+
 def caller(backend: str) -> ServerRequestContext[Any] | None:
-    """The client request a backend's message belongs to (see `_in_flight`)."""
+    """The client request a backend's message belongs to (see `_in_flight`); None for a call made
+    on nobody's behalf, or when it cannot be told."""
     ctx = _calling.get()
+    if ctx is NOBODY:
+        return None
     if ctx is not None:
         return ctx
     flying = _in_flight.get(backend)
-    return flying[0] if flying and len(flying) == 1 else None
+    return flying[0] if flying and len(flying) == 1 and flying[0] is not NOBODY else None
 
 
 def is_modern(ctx: ServerRequestContext[Any]) -> bool:
