@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from vmcp.backends.http1 import Http1Error, Http1Pool
+from vmcp.backends.http1 import Http1Error, Http1Pool, OutcomeUnknown
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -18,7 +18,7 @@ class Server:
     port: int
     connections: int = 0
     requests: list[bytes] = field(default_factory=list)
-    mode: str = "length"  # length | chunked | close | drop-idle
+    mode: str = "length"  # length | chunked | close | drop-idle | drop-after-read
 
 
 async def _handle(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -31,6 +31,8 @@ async def _handle(server: Server, reader: asyncio.StreamReader, writer: asyncio.
             )
             body = await reader.readexactly(length)
             server.requests.append(body)
+            if server.mode == "drop-after-read" and len(server.requests) > 1:
+                break  # read (and, say, executed) it, then went away without answering
             payload = b'{"echo":' + body + b"}"
             if server.mode == "chunked":
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
@@ -101,6 +103,18 @@ async def test_a_kept_alive_connection_the_server_dropped_is_replaced(server: Se
     assert (await pool.post(b"2", {}, 5)).body == b'{"echo":2}'
     assert server.connections == 2
     assert server.requests == [b"1", b"2"], "no request was sent twice"
+    pool.close()
+
+
+async def test_a_request_the_backend_read_is_never_sent_again(server: Server) -> None:
+    """A kept-alive connection that fails after the request was written: the backend may have
+    executed it, so it is not resent on a fresh connection; the caller learns the outcome is unknown."""
+    server.mode = "drop-after-read"
+    pool = Http1Pool(f"http://127.0.0.1:{server.port}/mcp")
+    assert (await pool.post(b"1", {}, 5)).body == b'{"echo":1}'
+    with pytest.raises(OutcomeUnknown, match="after the request was sent"):
+        await pool.post(b"2", {}, 5)
+    assert server.requests == [b"1", b"2"], "the second request reached the backend exactly once"
     pool.close()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -21,10 +22,18 @@ import httptools
 
 _MAX_IDLE = 64
 _READ_CHUNK = 65536
+# A connection idle this long is not reused: servers close idle keep-alive connections (uvicorn
+# after 5 s), and one closed just as a request is written would leave that request's fate unknown.
+_MAX_IDLE_SECONDS = 4.0
 
 
 class Http1Error(Exception):
     """The exchange failed at the HTTP level (connection refused or dropped, bad response)."""
+
+
+class OutcomeUnknown(Http1Error):
+    """The request was written, then the connection failed before the answer: the backend may have
+    executed it. Never resent — a tool call reaches a backend at most once."""
 
 
 @dataclass
@@ -55,26 +64,39 @@ class _Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        self.idle_since = time.monotonic()
 
-    def usable(self) -> bool:
-        return not self.writer.is_closing() and not self.reader.at_eof()
+    async def usable(self) -> bool:
+        """Whether a kept-alive connection can carry another request: not idle too long, and
+        nothing has arrived on it since its last answer (a close, or stray bytes)."""
+        if time.monotonic() - self.idle_since > _MAX_IDLE_SECONDS:
+            return False
+        await asyncio.sleep(0)  # let the event loop read what already arrived (a FIN above all)
+        # (StreamReader keeps no public view of its buffer: anything buffered between answers
+        # means the connection is out of step)
+        buffered: bytes = getattr(self.reader, "_buffer", b"")
+        return not self.writer.is_closing() and not self.reader.at_eof() and not buffered
 
     def close(self) -> None:
         self.writer.close()
 
     async def exchange(self, request: bytes) -> tuple[Response, bool]:
-        """Send one request, read one response: (response, whether the connection may be reused)."""
+        """Send one request, read one response: (response, whether the connection may be reused).
+        Once the request is written, a failure is `OutcomeUnknown`."""
         self.writer.write(request)
         parsing = _Parsing()
         parser = httptools.HttpResponseParser(parsing)
         while not parsing.complete:
-            data = await self.reader.read(_READ_CHUNK)
+            try:
+                data = await self.reader.read(_READ_CHUNK)
+            except OSError as exc:
+                raise OutcomeUnknown(f"the connection failed after the request was sent: {exc}") from None
             if not data:
-                raise Http1Error("the backend closed the connection before answering")
+                raise OutcomeUnknown("the backend closed the connection after the request was sent, without answering")
             try:
                 parser.feed_data(data)
             except httptools.HttpParserError as exc:
-                raise Http1Error(f"invalid HTTP response: {exc}") from None
+                raise OutcomeUnknown(f"invalid HTTP response: {exc}") from None
         response = Response(parser.get_status_code(), parsing.headers, b"".join(parsing.chunks))
         # (httptools' should_keep_alive() reads False once a message is complete: decide here)
         connection = parsing.headers.get("connection", "").lower()
@@ -113,14 +135,10 @@ class Http1Pool:
         with anyio.fail_after(timeout):
             while self._idle:
                 connection = self._idle.pop()
-                if not connection.usable():
-                    connection.close()
-                    continue
-                try:
+                if await connection.usable():
+                    # no retry once written: the backend may have executed it (`OutcomeUnknown`)
                     return await self._exchange(connection, request)
-                except (Http1Error, OSError):
-                    # a kept-alive connection the backend closed meanwhile: try a fresh one
-                    continue
+                connection.close()  # closed or stale while idle: nothing was sent on it
             return await self._exchange(await self._connect(), request)
 
     async def _exchange(self, connection: _Connection, request: bytes) -> Response:
@@ -130,6 +148,7 @@ class Http1Pool:
             connection.close()
             raise
         if reusable and len(self._idle) < _MAX_IDLE:
+            connection.idle_since = time.monotonic()
             self._idle.append(connection)
         else:
             connection.close()

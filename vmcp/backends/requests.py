@@ -19,7 +19,7 @@ from pydantic import TypeAdapter
 
 from vmcp.backends.common import BackendUnavailable, describe_error
 from vmcp.backends.credentials import passed_headers
-from vmcp.backends.http1 import Http1Error
+from vmcp.backends.http1 import Http1Error, OutcomeUnknown
 from vmcp.backends.supervised import Supervised
 from vmcp.backends.wire import WireError, WireProtocolError
 
@@ -103,6 +103,13 @@ class BackendRequests:
         except TimeoutError as exc:
             limit = timeout or self.connection.config.timeout
             raise BackendUnavailable(f"backend {self.connection.name!r} did not answer within {limit:g}s") from exc
+        except OutcomeUnknown as exc:  # sent, then lost: never resent, and the caller is told so
+            self.connection.mark_broken()
+            raise BackendUnavailable(
+                f"backend {self.connection.name!r}: {exc}",
+                f"backend {self.connection.name!r} dropped the connection after receiving the call: whether it "
+                "ran is unknown, and it was not sent again",
+            ) from exc
         except (Http1Error, OSError, WireProtocolError) as exc:
             self.connection.mark_broken()
             raise BackendUnavailable(

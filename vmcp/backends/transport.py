@@ -79,6 +79,12 @@ async def open_client(
         message_handler=callbacks.on_message,
     )
     await stack.enter_async_context(client)
+    if config.protocol in MODERN_PROTOCOL_VERSIONS:
+        # a pinned version connects without asking the server anything, so the client knows no
+        # capabilities (and vmcp would list nothing): ask once, as `auto` does
+        # (`discover()` would return the placeholder the pin installed)
+        discovered = await client.session.send_discover(config.protocol)
+        client.session.adopt(types.DiscoverResult.model_validate(discovered))
     return client
 
 
