@@ -156,7 +156,18 @@ def test_no_token_is_401_pointing_at_the_resource_metadata(served: Any, issuer: 
 
 @pytest.mark.parametrize(
     "case",
-    ["expired", "not_yet_valid", "wrong_audience", "wrong_issuer", "bad_signature", "no_subject", "garbage"],
+    [
+        "expired",
+        "not_yet_valid",
+        "wrong_audience",
+        "wrong_issuer",
+        "bad_signature",
+        "no_subject",
+        "empty_subject",
+        "blank_subject",
+        "numeric_subject",
+        "garbage",
+    ],
 )
 def test_a_bad_token_is_401(served: Any, issuer: Issuer, case: str) -> None:
     now = int(time.time())
@@ -168,6 +179,9 @@ def test_a_bad_token_is_401(served: Any, issuer: Issuer, case: str) -> None:
         "wrong_issuer": lambda: issuer.token(iss="http://127.0.0.1:1/"),
         "bad_signature": lambda: issuer.token(key=stranger),  # signed by another key under the same kid
         "no_subject": lambda: issuer.token(sub=None),
+        "empty_subject": lambda: issuer.token(sub=""),
+        "blank_subject": lambda: issuer.token(sub="   "),
+        "numeric_subject": lambda: issuer.token(sub=42),
         "garbage": lambda: "not-a-jwt",
     }[case]()
     response = _post(served, token)

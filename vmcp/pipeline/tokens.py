@@ -35,9 +35,6 @@ from vmcp.config.auth import AuthConfig, BackendAuth
 
 logger = logging.getLogger(__name__)
 
-# registered JWT claims: about the token, not the caller (rules match on the others)
-
-
 class JwtVerifier:
     """The SDK's `TokenVerifier` for JWT access tokens signed by keys in a JWKS."""
 
@@ -79,6 +76,10 @@ class JwtVerifier:
             leeway=self.settings.leeway,
             options={"require": ["exp", "iss", "aud", "sub"]},
         )
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject.strip():
+            # who the caller is decides ownership and approvals: no token may leave it blank
+            raise jwt.InvalidTokenError("the token's sub is empty or not a string")
         return claims
 
 
@@ -139,7 +140,7 @@ class IntrospectingVerifier:
             else "expired"
             if not isinstance(claims.get("exp"), int) or claims["exp"] + settings.leeway < time.time()
             else "no subject"
-            if not claims.get("sub")
+            if not isinstance(claims.get("sub"), str) or not claims["sub"].strip()
             else None
         )
         if problem is not None:
