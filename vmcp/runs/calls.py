@@ -202,8 +202,12 @@ class CompositeRuns:
 
             for step_id, state in sorted(steps.items(), key=finish_order):
                 if state.get("status") in _FINISHED and step_id not in reported:
-                    reported.add(step_id)
-                    await ctx.session.report_progress(len(reported), total, f"step {step_id}: {state.get('status')}")
+                    # whole or not at all: the wait may be cancelled (the result came) mid-announcement
+                    with anyio.CancelScope(shield=True):
+                        await ctx.session.report_progress(
+                            len(reported) + 1, total, f"step {step_id}: {state.get('status')}"
+                        )
+                        reported.add(step_id)
 
         # everything counts as heard of when nobody listens for progress: only a gate answers then
         everything = [step.id for step in tool.steps] if not progress else []

@@ -14,6 +14,7 @@ from datetime import timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
+import anyio.lowlevel
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import (
     Client,
@@ -24,6 +25,7 @@ from temporalio.client import (
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ApplicationError
@@ -393,12 +395,18 @@ class Orchestrator:
         run answers; nothing polls). None when the run is ending or cannot be watched: its result
         says how it ended."""
         handle = (await self.client()).get_workflow_handle(run_id)
-        try:
-            status = await handle.execute_update(UPDATE_WATCH, list(known), result_type=dict)
-        except (WorkflowUpdateFailedError, RPCError) as exc:
-            logger.debug("watching %s ended: %s", run_id, exc)
-            return None
-        return dict(status)
+        while True:
+            try:
+                status = await handle.execute_update(UPDATE_WATCH, list(known), result_type=dict)
+            except WorkflowUpdateRPCTimeoutOrCancelledError:
+                # the long poll ran out before anything happened (or the wait was cancelled: the
+                # checkpoint below then ends it): ask again
+                await anyio.lowlevel.checkpoint()
+                continue
+            except (WorkflowUpdateFailedError, RPCError) as exc:
+                logger.debug("watching %s ended: %s", run_id, exc)
+                return None
+            return dict(status)
 
 
 class RunNotWaiting(Exception):
