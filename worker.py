@@ -28,7 +28,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.backend_tools import BackendToolActivities, step_policies
 from activities.notify import ApproverNotifications
 from vmcp.backends.pool import BackendPool
-from vmcp.config.loading import ConfigError, load_config
+from vmcp.config.files import load_runnable
+from vmcp.config.loading import ConfigError
 from vmcp.config.models import VmcpConfig
 from vmcp.ops import logs, telemetry
 from vmcp.ops.audit import AuditLog
@@ -242,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("vmcp").setLevel(logging.INFO)
     path = args.config or os.environ.get("VMCP_CONFIG") or DEFAULT_CONFIG
     try:
-        config = load_config(path)
+        config = load_runnable(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1

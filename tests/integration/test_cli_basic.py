@@ -25,6 +25,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 TIME = {"transport": "stdio", "command": "mcp-server-time", "args": ["--local-timezone", "UTC"]}
 GHOST = {"name": "ghost", "transport": "stdio", "command": "/nonexistent/bin/mcp-ghost-server"}
+# nothing listens on port 1 of loopback: a backend that is down, in a valid config
+UNREACHABLE = {
+    "name": "unreachable",
+    "transport": "streamable-http",
+    "url": "http://127.0.0.1:1/mcp",
+    "connect_timeout": "2s",
+}
 
 
 @dataclass
@@ -169,21 +176,31 @@ def test_validate_manual_clash_resolved_by_overrides(tmp_path: Path) -> None:
 
 
 def test_validate_offline_contacts_no_backend(tmp_path: Path) -> None:
-    # a clash that only the backends' real listings reveal, plus a backend that cannot start
+    # a clash that only the backends' real listings reveal, and a backend nobody answers for
     config = _two_time_servers_manual()
-    config["backends"].append(GHOST)
+    config["backends"].append(UNREACHABLE)
     run = vmcp("validate", "--offline", str(write(tmp_path, config)), cwd=tmp_path)
     assert run.code == 0, run.err
     assert "not contacted" in run.out
-    assert "ghost" not in run.err
+    assert "unreachable" not in run.err
+
+
+def test_validate_refuses_a_program_that_does_not_exist(tmp_path: Path) -> None:
+    """A stdio backend's program is checked like every file a config names: a config that cannot
+    start is invalid, named by its key path (offline too: nothing is contacted to know it)."""
+    config = {"backends": [{"name": "time", **TIME}, GHOST]}
+    for offline in (["--offline"], []):
+        run = vmcp("validate", *offline, str(write(tmp_path, config)), cwd=tmp_path)
+        assert run.code == 1, run
+        assert "backends[1].command: no such program" in run.err and "Traceback" not in run.err
 
 
 @pytest.mark.integration
 def test_validate_online_warns_about_an_unreachable_backend(tmp_path: Path) -> None:
-    config = {"backends": [{"name": "time", **TIME}, GHOST]}
+    config = {"backends": [{"name": "time", **TIME}, UNREACHABLE]}
     run = vmcp("validate", "--timeout", "15", str(write(tmp_path, config)), cwd=tmp_path)
     assert run.code == 0, run.err
-    assert "backends.ghost" in run.err
+    assert "backends.unreachable" in run.err
     assert "1 reachable" in run.out
 
 

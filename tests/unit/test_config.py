@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,39 @@ def test_suggestion_inside_a_section_keyed_by_backend_name(tmp_path: Path) -> No
     )
     assert error.issues[0].path == "aggregation.backends.time.overides"
     assert "did you mean `overrides`" in error.issues[0].message
+
+
+def test_every_file_and_program_a_config_names_is_checked(tmp_path: Path) -> None:
+    """`vmcp validate` (and every command that starts something) names each missing file,
+    directory or program by its key path, instead of failing later with a traceback."""
+    from vmcp.config.files import file_issues, load_runnable
+
+    (tmp_path / "token").write_text("t")
+    (tmp_path / "site").mkdir()
+    good = write(
+        tmp_path,
+        "temporal: {dev_server: {demo_site: site}}\n"
+        "backends:\n"
+        f"  - {{name: a, transport: stdio, command: {sys.executable}}}\n"
+        "  - {name: b, transport: streamable-http, url: 'http://127.0.0.1:1/mcp', "
+        "auth: {type: bearer, token_file: token}}\n",
+    )
+    assert file_issues(load_runnable(good)) == []
+    bad = write(
+        tmp_path,
+        "temporal: {dev_server: {demo_site: nowhere}, tls: {server_ca_file: ca.pem}}\n"
+        "backends:\n"
+        "  - {name: a, transport: stdio, command: no-such-program-4d2, cwd: gone}\n"
+        "  - {name: b, transport: streamable-http, url: 'http://127.0.0.1:1/mcp', "
+        "auth: {type: bearer, token_file: missing}}\n",
+    )
+    with pytest.raises(ConfigError) as refused:
+        load_runnable(bad)
+    assert [issue.path for issue in refused.value.issues] == [
+        "temporal.dev_server.demo_site",
+        "temporal.tls.server_ca_file",
+        "backends[0].cwd",
+        "backends[0].command",
+        "backends[1].auth.token_file",
+    ]
+    load_config(bad)  # the models alone accept it: the files are another check

@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import anyio
@@ -83,17 +80,6 @@ def expand_env(values: Mapping[str, str]) -> dict[str, str]:
         return os.environ[name]
 
     return {key: _ENV_REFERENCE.sub(one, value) for key, value in values.items()}
-
-
-def resolve_command(command: str) -> str:
-    """A bare command is looked up next to this interpreter first (the venv that installed the
-    published servers), then on PATH, so `command: mcp-server-time` works without activating it."""
-    if "/" in command:
-        return command
-    beside = Path(sys.executable).parent / command
-    if beside.exists():
-        return str(beside)
-    return shutil.which(command) or command
 
 
 async def all_pages(fetch: Callable[..., Awaitable[Any]], attribute: str) -> list[Any]:

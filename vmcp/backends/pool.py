@@ -20,7 +20,6 @@ from vmcp.backends.common import (
     BackendUnavailable,
     ListingChanged,
     expand_env,
-    resolve_command,
 )
 from vmcp.backends.connection import BackendConnection
 from vmcp.catalog.aggregate import BackendListing
@@ -34,7 +33,6 @@ __all__ = [
     "BackendStatus",
     "BackendUnavailable",
     "expand_env",
-    "resolve_command",
 ]
 
 

@@ -14,10 +14,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from vmcp.backends.common import CLIENT_INFO, expand_env, resolve_command
+from vmcp.backends.common import CLIENT_INFO, expand_env
 from vmcp.backends.credentials import Credentials, CredentialsAuth
 from vmcp.backends.http1 import Http1Pool
 from vmcp.backends.wire import ModernHttpWire
+from vmcp.config.files import resolve_command
 from vmcp.config.models import BackendConfig
 
 

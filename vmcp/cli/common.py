@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from vmcp.config.files import load_runnable
 from vmcp.config.loading import ConfigError, load_config
 from vmcp.config.models import VmcpConfig
 
@@ -15,15 +16,11 @@ def _config_path(value: str | None) -> str:
     return value or os.environ.get("VMCP_CONFIG") or DEFAULT_CONFIG
 
 
-def _load(path: str) -> VmcpConfig:
-    return load_config(path)
-
-
-def config_or_none(path: str | None) -> VmcpConfig | None:
+def config_or_none(path: str | None, *, runnable: bool = False) -> VmcpConfig | None:
     """The configuration (`--config`, else $VMCP_CONFIG, else ./temporal-dev.yaml), or None after
-    printing what is wrong with it."""
+    printing what is wrong with it; `runnable`: also every file and program it names (to start on)."""
     try:
-        return _load(_config_path(path))
+        return (load_runnable if runnable else load_config)(_config_path(path))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return None

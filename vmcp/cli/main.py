@@ -19,7 +19,8 @@ from typing import Any
 import anyio
 
 from vmcp.cli.common import DEFAULT_CONFIG, clip, config_or_none
-from vmcp.config.loading import ConfigError, load_config
+from vmcp.config.files import load_runnable
+from vmcp.config.loading import ConfigError
 from vmcp.ops import logs
 
 
@@ -37,7 +38,7 @@ def event_loop_options() -> dict[str, bool]:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.file)
+        config = load_runnable(args.file)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -125,7 +126,7 @@ _TOOL_COLUMNS = [("NAME", "name"), ("BACKEND", "backend"), ("ORIGINAL", "origina
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    config = config_or_none(args.config)
+    config = config_or_none(args.config, runnable=True)
     if config is None:
         return 1
     from vmcp.pipeline.app import StartupRefused, serve
@@ -143,7 +144,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    config = config_or_none(args.config)
+    config = config_or_none(args.config, runnable=True)
     if config is None:
         return 1
     from worker import run_worker_until_interrupted
@@ -152,7 +153,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    config = config_or_none(args.config)
+    config = config_or_none(args.config, runnable=True)
     if config is None:
         return 1
     from vmcp.dev.stack import run_dev
