@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar, cast
 
+import anyio
 import mcp_types as types
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
@@ -32,6 +33,7 @@ class BackendRequests:
 
     def __init__(self, connection: Supervised) -> None:
         self.connection = connection
+        self._slots = anyio.CapacityLimiter(connection.config.max_concurrency)
 
     def takes_lean_path(self, tool: str) -> bool:
         """Whether a plain tools/call of `tool` can go out as one raw POST (`x-mcp-header`
@@ -60,6 +62,28 @@ class BackendRequests:
         `BackendUnavailable` a failed connection. `client_headers` pass on as `pass_headers`
         allows; `caller_token` is what a `token_exchange` backend exchanges (it needs the wire: a
         per-request header)."""
+        config = self.connection.config
+        if self._slots.available_tokens == 0 and self._slots.statistics().tasks_waiting >= config.max_waiting:
+            raise BackendUnavailable(
+                f"backend {self.connection.name!r} is at capacity: {config.max_concurrency} calls in flight and "
+                f"{config.max_waiting} waiting (backends[].max_concurrency, max_waiting)",
+                f"backend {self.connection.name!r} is busy: too many calls are waiting for it; try again later",
+            )
+        async with self._slots:
+            return await self._call_tool(
+                params, progress, streams, caller_capabilities, client_headers, caller_token, timeout
+            )
+
+    async def _call_tool(
+        self,
+        params: Mapping[str, Any],
+        progress: ProgressFnT | None,
+        streams: bool,
+        caller_capabilities: Mapping[str, Any] | None,
+        client_headers: Mapping[str, str] | None,
+        caller_token: str | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
         name = str(params["name"])
         if self.connection.credentials.per_caller:
             if not self.takes_lean_path(name):

@@ -106,6 +106,10 @@ class BackendConfig(_Strict):
     timeout: Seconds = 30.0
     connect_timeout: Seconds = 20.0
     health_interval: Seconds = 10.0  # ping period; a backend that stops answering is reconnected (0: off)
+    # tool calls in flight to this backend at once; beyond it calls wait, and beyond `max_waiting`
+    # waiting ones they fail at once (a slow backend must not pile up every caller behind it)
+    max_concurrency: int = Field(default=64, ge=1, le=10_000)
+    max_waiting: int = Field(default=256, ge=0, le=100_000)
     # How to negotiate with the backend: `auto` asks for the 2026-07-28 revision and falls back
     # to the initialize handshake; `legacy` always uses the handshake; a version pins it.
     protocol: Literal["auto", "legacy", "2026-07-28"] = "auto"
