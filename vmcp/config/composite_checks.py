@@ -61,7 +61,8 @@ def _check_one(tool: CompositeTool, where: str) -> list[ConfigIssue]:
                     f"{label}: parameters must be a JSON Schema of type object (it is the tool's MCP inputSchema)",
                 )
             )
-    params = set((tool.parameters.get("properties") or {}).keys())
+    properties = tool.parameters.get("properties")
+    params = set(properties) if isinstance(properties, dict) else set()  # a broken schema is reported above
     open_params = tool.parameters.get("additionalProperties", True) is not False and not params
 
     ids: dict[str, int] = {}
