@@ -1,8 +1,8 @@
 """Incoming authentication: vmcp as an OAuth 2.1 resource server, and who the caller is.
 
-Tokens are JWTs verified against the issuer's JWKS (PyJWT's JWK client: the key set is cached for
-`auth.jwks_cache`, and a token signed with a key id not in it refetches the set, at most once per
-`auth.jwks_cooldown`, so the issuer rotates keys without a vmcp restart). The MCP SDK's bearer
+Tokens are JWTs verified against the issuer's JWKS (`KeySet`: cached for `auth.jwks_cache`; a token
+signed with a key id not in it refetches the set, at most once per `auth.jwks_cooldown` and one
+fetch at a time, so the issuer rotates keys without a vmcp restart and cannot be flooded). The MCP SDK's bearer
 middleware does the HTTP side: `401` with `WWW-Authenticate` naming the RFC 9728 metadata (served
 beside `/mcp`) when the token is missing or invalid, `403 insufficient_scope` when a required scope
 is missing.
@@ -13,7 +13,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import math
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +38,66 @@ from vmcp.config.auth import AuthConfig, BackendAuth
 
 logger = logging.getLogger(__name__)
 
+_INTROSPECTION_CACHE_SIZE = 10_000  # answers kept (by token digest)
+
+
+class KeySet:
+    """The issuer's signing keys (its JWKS), fetched when first needed, again after `jwks_cache`,
+    and again for a key id not in it — at most once per `jwks_cooldown`, whether that fetch worked
+    or not, and by one caller at a time (single flight): a flood of made-up key ids, or an issuer
+    that is down, costs the issuer one request per cooldown and the callers no waiting in line."""
+
+    def __init__(self, url: str, lifespan: float, cooldown: float, timeout: float = 10.0) -> None:
+        self._url = url
+        self._lifespan = lifespan
+        self._cooldown = cooldown
+        self._timeout = timeout
+        self._keys: dict[str | None, jwt.PyJWK] = {}
+        self._fetched_at = -math.inf  # the last fetch that worked
+        self._tried_at = -math.inf  # the last attempt, worked or not
+        self._fetching = threading.Lock()
+
+    def key_for(self, kid: str | None) -> jwt.PyJWK:
+        """The key to verify a token signed with `kid` (a token without one: the set's only key)."""
+        if time.monotonic() - self._fetched_at > self._lifespan or (kid is not None and kid not in self._keys):
+            self._refresh()
+        if kid is None:
+            keys = list(self._keys.values())
+            if len(keys) != 1:
+                raise jwt.PyJWKClientError("the token names no key id and the issuer's set has several keys")
+            return keys[0]
+        key = self._keys.get(kid)
+        if key is None:
+            raise jwt.PyJWKClientError(f"the issuer's key set has no key {kid!r}")
+        return key
+
+    def _refresh(self) -> None:
+        if not self._fetching.acquire(blocking=False):
+            return  # another request is fetching: this one goes on with the keys there are
+        try:
+            if time.monotonic() - self._tried_at < self._cooldown:
+                return  # asked recently enough, whatever the answer was
+            self._tried_at = time.monotonic()
+            try:
+                response = httpx.get(self._url, timeout=self._timeout, follow_redirects=False)
+                response.raise_for_status()
+                keys = jwt.PyJWKSet.from_dict(response.json()).keys
+            except (httpx.HTTPError, ValueError, jwt.PyJWKSetError) as exc:
+                logger.warning("JWKS %s could not be fetched: %s", self._url, exc)
+                return  # keep the keys we had: an outage must not log everybody out
+            self._keys = {key.key_id: key for key in keys}
+            self._fetched_at = time.monotonic()
+        finally:
+            self._fetching.release()
+
+
 class JwtVerifier:
     """The SDK's `TokenVerifier` for JWT access tokens signed by keys in a JWKS."""
 
     def __init__(self, settings: AuthConfig) -> None:
         assert settings.jwks_url and settings.issuer and settings.audience
         self.settings = settings
-        self._keys = jwt.PyJWKClient(
-            settings.jwks_url,
-            cache_keys=False,
-            lifespan=settings.jwks_cache,
-            cooldown_duration=settings.jwks_cooldown,
-            timeout=10,
-        )
+        self._keys = KeySet(settings.jwks_url, settings.jwks_cache, settings.jwks_cooldown)
 
     async def verify_token(self, token: str) -> AccessToken | None:
         try:
@@ -66,7 +116,8 @@ class JwtVerifier:
         )
 
     def _decode(self, token: str) -> dict[str, Any]:
-        key = self._keys.get_signing_key_from_jwt(token)
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = self._keys.key_for(kid if isinstance(kid, str) else None)
         claims: dict[str, Any] = jwt.decode(
             token,
             key.key,
@@ -100,17 +151,21 @@ class IntrospectingVerifier:
             client_secret_file=settings.introspection_client_secret_file,
         )
         self._credentials = Credentials("introspection", own, base_dir)
-        self._cache: dict[str, tuple[float, AccessToken | None]] = {}
+        # digest -> (expires, answer), least recently used first: a flood of new tokens evicts the
+        # oldest answers one by one, never everybody's at once
+        self._cache: OrderedDict[str, tuple[float, AccessToken | None]] = OrderedDict()
 
     async def verify_token(self, token: str) -> AccessToken | None:
         key = hashlib.sha256(token.encode()).hexdigest()
         cached = self._cache.get(key)
         if cached is not None and time.monotonic() < cached[0]:
+            self._cache.move_to_end(key)
             return cached[1]
         verified = await self._introspect(token)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
         self._cache[key] = (time.monotonic() + self.settings.introspection_cache, verified)
+        self._cache.move_to_end(key)
+        while len(self._cache) > _INTROSPECTION_CACHE_SIZE:
+            self._cache.popitem(last=False)
         return verified
 
     async def _introspect(self, token: str) -> AccessToken | None:
