@@ -18,7 +18,7 @@ class Server:
     port: int
     connections: int = 0
     requests: list[bytes] = field(default_factory=list)
-    mode: str = "length"  # length | chunked | close | drop-idle | drop-after-read
+    mode: str = "length"  # length | chunked | close | drop-idle | drop-after-read | huge
 
 
 async def _handle(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -34,6 +34,8 @@ async def _handle(server: Server, reader: asyncio.StreamReader, writer: asyncio.
             if server.mode == "drop-after-read" and len(server.requests) > 1:
                 break  # read (and, say, executed) it, then went away without answering
             payload = b'{"echo":' + body + b"}"
+            if server.mode == "huge":
+                payload = b'{"echo":"' + b"x" * 200_000 + b'"}'
             if server.mode == "chunked":
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n")
                 for part in (payload[:5], payload[5:]):
@@ -115,6 +117,14 @@ async def test_a_request_the_backend_read_is_never_sent_again(server: Server) ->
     with pytest.raises(OutcomeUnknown, match="after the request was sent"):
         await pool.post(b"2", {}, 5)
     assert server.requests == [b"1", b"2"], "the second request reached the backend exactly once"
+    pool.close()
+
+
+async def test_an_answer_over_the_size_cap_is_refused_unread(server: Server) -> None:
+    server.mode = "huge"
+    pool = Http1Pool(f"http://127.0.0.1:{server.port}/mcp", max_response=64 * 1024)
+    with pytest.raises(OutcomeUnknown, match="larger than 65536 bytes"):
+        await pool.post(b"1", {}, 5)
     pool.close()
 
 

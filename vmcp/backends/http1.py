@@ -80,19 +80,24 @@ class _Connection:
     def close(self) -> None:
         self.writer.close()
 
-    async def exchange(self, request: bytes) -> tuple[Response, bool]:
+    async def exchange(self, request: bytes, max_response: int) -> tuple[Response, bool]:
         """Send one request, read one response: (response, whether the connection may be reused).
-        Once the request is written, a failure is `OutcomeUnknown`."""
+        Once the request is written, a failure is `OutcomeUnknown`; so is an answer larger than
+        `max_response` bytes (read no further: a backend must not exhaust vmcp's memory)."""
         self.writer.write(request)
         parsing = _Parsing()
         parser = httptools.HttpResponseParser(parsing)
+        received = 0
         while not parsing.complete:
+            if received > max_response:
+                raise OutcomeUnknown(f"the answer is larger than {max_response} bytes (backends[].max_response_size)")
             try:
                 data = await self.reader.read(_READ_CHUNK)
             except OSError as exc:
                 raise OutcomeUnknown(f"the connection failed after the request was sent: {exc}") from None
             if not data:
                 raise OutcomeUnknown("the backend closed the connection after the request was sent, without answering")
+            received += len(data)
             try:
                 parser.feed_data(data)
             except httptools.HttpParserError as exc:
@@ -108,7 +113,8 @@ class _Connection:
 class Http1Pool:
     """Kept-alive connections to one origin, for POSTs to one path."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, max_response: int = 8 * 1024 * 1024) -> None:
+        self.max_response = max_response
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -143,7 +149,7 @@ class Http1Pool:
 
     async def _exchange(self, connection: _Connection, request: bytes) -> Response:
         try:
-            response, reusable = await connection.exchange(request)
+            response, reusable = await connection.exchange(request, self.max_response)
         except BaseException:
             connection.close()
             raise

@@ -96,7 +96,7 @@ def open_wire(config: BackendConfig, client: Client, stack: AsyncExitStack) -> M
     if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
         return None
     assert config.url is not None
-    http = Http1Pool(config.url)
+    http = Http1Pool(config.url, max_response=config.max_response_size)
     stack.callback(http.close)
     return ModernHttpWire(
         http,
