@@ -267,11 +267,13 @@ class BackendConnection:
             f"backend {self.name!r} is unavailable ({self.state})",
         )
 
-    async def guard(self, call: Awaitable[_T], timeout: float | None = None) -> _T:
+    async def guard(self, call: Awaitable[_T], timeout: float | None = None, *, acts: bool = False) -> _T:
         """Turn connection-level failures into BackendUnavailable and schedule a reconnect.
 
         MCP errors the backend sent on purpose (invalid params, unknown method) pass through
-        untouched: they are the backend's answer, not a broken connection.
+        untouched: they are the backend's answer, not a broken connection. `acts`: the request
+        may change something (a tool call), so a connection lost under it leaves its outcome
+        unknown, and the caller is told so (it is never sent again).
         """
         try:
             return await call
@@ -280,7 +282,11 @@ class BackendConnection:
                 exc.error.code == types.INVALID_REQUEST and exc.error.message in _SESSION_GONE
             ):
                 self.mark_broken()
-                raise BackendUnavailable(f"backend {self.name!r} closed the connection; reconnecting") from exc
+                lost = f"backend {self.name!r} closed the connection"
+                raise BackendUnavailable(
+                    f"{lost}; reconnecting",
+                    f"{lost} during the call: whether it ran is unknown, and it was not sent again" if acts else None,
+                ) from exc
             if exc.error.code == types.REQUEST_TIMEOUT:
                 raise BackendUnavailable(
                     f"backend {self.name!r} did not answer within {timeout or self.config.timeout:g}s"

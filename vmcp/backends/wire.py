@@ -40,7 +40,8 @@ class WireError(Exception):
 
 
 class WireProtocolError(Exception):
-    """The backend's answer was not a JSON-RPC response for our request."""
+    """The backend's answer was not a JSON-RPC response for our request. The message is vmcp's
+    own words (never the backend's bytes), so it may be shown to the caller."""
 
 
 class ModernHttpWire:
@@ -89,13 +90,16 @@ class ModernHttpWire:
         raw, status = response.body, response.status
         content_type = response.headers.get("content-type", "")
         if content_type.startswith(_JSON):
-            message = _json(raw)
+            message = _json(raw, status)
         elif content_type.startswith("text/event-stream"):
-            message = _last_response_event(raw.decode("utf-8", "replace"), request_id)
+            message = _last_response_event(raw.decode("utf-8", "replace"), request_id, status)
         else:
-            raise WireProtocolError(f"HTTP {status} with content type {content_type or 'none'}")
+            raise WireProtocolError(f"HTTP {status} with content type {content_type.split(';')[0] or 'none'}")
         if not isinstance(message, dict):
             raise WireProtocolError(f"HTTP {status}: not a JSON-RPC response")
+        if message.get("id") != request_id and not (message.get("id") is None and "error" in message):
+            # an answer to some other request (or forged): never handed to this caller
+            raise WireProtocolError(f"HTTP {status}: a response to another request")
         if "error" in message and isinstance(message["error"], dict):
             raise WireError(message["error"])
         result = message.get("result")
@@ -104,21 +108,21 @@ class ModernHttpWire:
         return result
 
 
-def _json(raw: bytes) -> Any:
+def _json(raw: bytes, status: int) -> Any:
     try:
         return json.loads(raw)
-    except ValueError as exc:
-        raise WireProtocolError(f"invalid JSON from backend: {exc}") from None
+    except ValueError:
+        raise WireProtocolError(f"HTTP {status}: a body that is not JSON") from None
 
 
-def _last_response_event(text: str, request_id: int) -> Any:
+def _last_response_event(text: str, request_id: int, status: int) -> Any:
     """The response carried by an SSE body (notifications before it are dropped: calls that
     want them — progress, logging — never take this path)."""
     for block in text.replace("\r\n", "\n").split("\n\n"):
         data = "\n".join(line[5:].lstrip() for line in block.split("\n") if line.startswith("data:"))
         if not data:
             continue
-        message = _json(data.encode())
+        message = _json(data.encode(), status)
         if isinstance(message, dict) and message.get("id") == request_id:
             return message
-    raise WireProtocolError("the event stream ended without a response")
+    raise WireProtocolError(f"HTTP {status}: the event stream ended without a response")
