@@ -52,6 +52,12 @@ class ServerConfig(_Strict):
     # The key that seals the requestState of composite runs asking a 2026-07-28 client a question
     # (made on first use; replicas must share it, or set VMCP_REQUEST_STATE_KEY instead).
     request_state_key_file: str = ".vmcp/request-state.key"
+    # A client has this long to send each request's head (request line and headers), on a new
+    # connection and between requests on a kept-alive one; then 408 and the connection closed
+    # (slowloris). A body that trickles is bounded by the request-size limit and the call's timeout.
+    header_timeout: Seconds = Field(default=10.0, gt=0, le=300)
+    # Connections and requests in progress at once; beyond it a new request is answered 503 at once.
+    max_connections: int = Field(default=1000, ge=1)
 
 
 class DevServerConfig(_Strict):

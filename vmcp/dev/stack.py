@@ -36,6 +36,7 @@ from vmcp.dev.temporal import (
     url_host,
 )
 from vmcp.pipeline.app import StartupRefused, create_app, serve_directory
+from vmcp.pipeline.http_server import uvicorn_config
 from vmcp.pipeline.tokens import refuses_anonymous
 from vmcp.runs.orchestrator import TemporalUnreachable, wait_until_reachable
 
@@ -193,7 +194,7 @@ async def _run_stack(config: VmcpConfig, plan: DevPlan, run: _Run) -> None:
                 serve_directory(app, "/demo", config.resolve_path(config.temporal.dev_server.demo_site))
             if not await _until_stopped(run, partial(_prepare, app)):
                 return
-            facade = _facade(app, plan)
+            facade = _facade(app, plan, config)
             facade_done, worker_done = anyio.Event(), anyio.Event()
             worker_ready, worker_stop = anyio.Event(), anyio.Event()
             facade_scope = anyio.CancelScope()
@@ -282,16 +283,13 @@ async def _prepare(app: ASGIApp) -> None:
         raise DevStackError(f"the façade will not start:\n{exc}") from None
 
 
-def _facade(app: ASGIApp, plan: DevPlan) -> _FacadeServer:
+def _facade(app: ASGIApp, plan: DevPlan, config: VmcpConfig) -> _FacadeServer:
     return _FacadeServer(
-        uvicorn.Config(
+        uvicorn_config(
             app,
+            config.server,
             host=plan.facade_host,
             port=plan.facade_port,
-            log_level="warning",
-            lifespan="on",
-            access_log=False,
-            proxy_headers=False,  # vmcp reads no client addresses; it saves a middleware per request
             timeout_graceful_shutdown=_FACADE_GRACEFUL_SECONDS,
         )
     )

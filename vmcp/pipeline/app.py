@@ -30,6 +30,7 @@ from vmcp.backends.pool import BackendPool
 from vmcp.config.models import VmcpConfig
 from vmcp.ops import telemetry
 from vmcp.pipeline.facade import Facade
+from vmcp.pipeline.http_server import uvicorn_config
 from vmcp.pipeline.lean import LeanToolCalls
 from vmcp.pipeline.tokens import metadata_routes, protect, refuses_anonymous
 
@@ -222,14 +223,11 @@ async def serve(
             refused = exc  # raised once the pool is closed, outside its task group
         if refused is None:
             server = uvicorn.Server(
-                uvicorn.Config(
+                uvicorn_config(
                     app,
+                    config.server,
                     host=host or config.server.host,
                     port=port if port is not None else config.server.port,
-                    log_level="warning",
-                    lifespan="on",
-                    access_log=False,
-                    proxy_headers=False,  # vmcp reads no client addresses; it saves a middleware per request
                 )
             )
             await server.serve()
