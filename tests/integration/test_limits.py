@@ -46,3 +46,39 @@ async def test_a_busy_backend_takes_its_limit_and_turns_the_rest_away_at_once(mo
     async with Client(fault.url) as direct:
         counted = (await direct.call_tool("count", {})).structured_content or {}
     assert counted["max_running"] == 2 and counted["tallies"][label] == 3
+
+
+@pytest.mark.parametrize(
+    ("era", "answers_with"),
+    [("2026-07-28", "json"), ("legacy", "json"), ("legacy", "event-stream")],
+    ids=["lean-path", "sdk-json", "sdk-event-stream"],
+)
+async def test_an_answer_over_max_response_size_is_refused_and_the_next_call_works(
+    module_procs: Any, era: str, answers_with: str
+) -> None:
+    """Every way an answer reaches vmcp from an HTTP backend is capped: the lean path, and the
+    SDK's client for a JSON body and for an event stream (per event)."""
+    fault = module_procs.fault_http(f"big-{answers_with}", json_response=answers_with == "json")
+    limit = 64 * 1024
+    vmcp = module_procs.vmcp(
+        {
+            "server": {"host": "127.0.0.1", "port": 0},
+            "backends": [
+                {
+                    "name": "fault",
+                    "transport": "streamable-http",
+                    "url": fault.url,
+                    "protocol": era,
+                    "max_response_size": limit,
+                }
+            ],
+        },
+        filename=f"size-{era}-{answers_with}.yaml",
+    )
+    async with Client(vmcp.url, mode=era) as client:  # type: ignore[arg-type]
+        big = await client.call_tool("fault_echo", {"text": "x" * (limit + 1)})
+        small = await client.call_tool("fault_echo", {"text": "x" * (limit // 4)})
+    assert big.is_error, big
+    text = str(big.content[0].text)  # type: ignore[union-attr]
+    assert "larger than the backend's max_response_size" in text and "whether it ran is unknown" in text, text
+    assert not small.is_error and small.structured_content == {"text": "x" * (limit // 4)}, small

@@ -257,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--name", default="fault")
     parser.add_argument("--legacy-only", action="store_true", help="refuse server/discover (2025-11-25 only)")
+    parser.add_argument("--json-response", action="store_true", help="answer POSTs with JSON, not event streams")
     parser.add_argument(
         "--startup-delay", type=float, default=0.0, help="seconds to wait before serving (a slow-booting server)"
     )
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     import uvicorn
 
-    app = server.streamable_http_app(host=args.host)
+    app = server.streamable_http_app(host=args.host, json_response=args.json_response)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 

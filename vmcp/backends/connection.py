@@ -63,6 +63,22 @@ _MAX_RETRY = 10.0
 _STABLE_SECONDS = 1.0
 
 
+def _sdk_stand_in(error: MCPError) -> str | None:
+    """What went wrong, when `error` is not the backend's answer but what the SDK's streamable-HTTP
+    client puts in its place: an HTTP error status without a JSON-RPC error, a body it could not
+    parse or larger than vmcp lets it read, an event over the size limit
+    (mcp/client/streamable_http.py)."""
+    if error.code == types.INTERNAL_ERROR and error.message == "Server returned an error response":
+        return "an HTTP error"
+    if error.code == types.PARSE_ERROR and error.message.startswith("Failed to parse JSON response"):
+        if "max_response_size" in error.message:  # vmcp's own cap (transport.CappedTransport)
+            return "an answer larger than the backend's max_response_size"
+        return "a body that is not a JSON-RPC response"
+    if error.code == types.CONNECTION_CLOSED and "Server-sent event exceeded" in error.message:
+        return "an event larger than the backend's max_response_size"
+    return None
+
+
 class BackendConnection:
     """Supervises one backend; holds `requests` (what callers ask of it) and `changes` (what it says
     on its own, and what vmcp follows on it)."""
@@ -278,6 +294,13 @@ class BackendConnection:
         try:
             return await call
         except MCPError as exc:
+            what = _sdk_stand_in(exc) if acts else None
+            if what is not None:
+                raise BackendUnavailable(
+                    f"backend {self.name!r} gave no valid answer to the call: {exc.error.message}",
+                    f"backend {self.name!r} gave no valid answer to the call ({what}): whether it ran is "
+                    "unknown, and it was not sent again",
+                ) from exc
             if exc.error.code == types.CONNECTION_CLOSED or (
                 exc.error.code == types.INVALID_REQUEST and exc.error.message in _SESSION_GONE
             ):

@@ -33,7 +33,12 @@ class Http1Error(Exception):
 
 class OutcomeUnknown(Http1Error):
     """The request was written, then the connection failed before the answer: the backend may have
-    executed it. Never resent — a tool call reaches a backend at most once."""
+    executed it. Never resent — a tool call reaches a backend at most once. `public` says what
+    happened in vmcp's own words (no OS or parser text), for the caller."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public or message
 
 
 @dataclass
@@ -90,18 +95,26 @@ class _Connection:
         received = 0
         while not parsing.complete:
             if received > max_response:
-                raise OutcomeUnknown(f"the answer is larger than {max_response} bytes (backends[].max_response_size)")
+                raise OutcomeUnknown(
+                    f"the answer is larger than {max_response} bytes (backends[].max_response_size)",
+                    "an answer larger than the backend's max_response_size",
+                )
             try:
                 data = await self.reader.read(_READ_CHUNK)
             except OSError as exc:
-                raise OutcomeUnknown(f"the connection failed after the request was sent: {exc}") from None
+                raise OutcomeUnknown(
+                    f"the connection failed after the request was sent: {exc}", "the connection failed"
+                ) from None
             if not data:
-                raise OutcomeUnknown("the backend closed the connection after the request was sent, without answering")
+                raise OutcomeUnknown(
+                    "the backend closed the connection after the request was sent, without answering",
+                    "it closed the connection without answering",
+                )
             received += len(data)
             try:
                 parser.feed_data(data)
             except httptools.HttpParserError as exc:
-                raise OutcomeUnknown(f"invalid HTTP response: {exc}") from None
+                raise OutcomeUnknown(f"invalid HTTP response: {exc}", "an invalid HTTP response") from None
         response = Response(parser.get_status_code(), parsing.headers, b"".join(parsing.chunks))
         # (httptools' should_keep_alive() reads False once a message is complete: decide here)
         connection = parsing.headers.get("connection", "").lower()

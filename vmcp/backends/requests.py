@@ -28,17 +28,6 @@ _T = TypeVar("_T")
 _INPUT_RESPONSES: TypeAdapter[types.InputResponses] = TypeAdapter(types.InputResponses)
 
 
-def _sdk_stand_in(error: MCPError) -> str | None:
-    """What went wrong, when `error` is not the backend's answer but what the SDK's streamable-HTTP
-    client puts in its place: an HTTP error status without a JSON-RPC error, or a body it could
-    not parse (mcp/client/streamable_http.py)."""
-    if error.code == types.INTERNAL_ERROR and error.message == "Server returned an error response":
-        return "an HTTP error"
-    if error.code == types.PARSE_ERROR and error.message.startswith("Failed to parse JSON response"):
-        return "a body that is not a JSON-RPC response"
-    return None
-
-
 class BackendRequests:
     """What callers ask of one backend, over the connection that holds this object."""
 
@@ -142,7 +131,7 @@ class BackendRequests:
             self.connection.mark_broken()
             raise BackendUnavailable(
                 f"backend {self.connection.name!r}: {exc}",
-                f"backend {self.connection.name!r} dropped the connection after receiving the call: whether it "
+                f"backend {self.connection.name!r} gave no valid answer to the call ({exc.public}): whether it "
                 "ran is unknown, and it was not sent again",
             ) from exc
         except WireProtocolError as exc:  # the backend read the call; its answer is unusable
@@ -163,31 +152,21 @@ class BackendRequests:
     ) -> dict[str, Any]:
         client = await self.connection.ready_client()
         responses = params.get("inputResponses")
-        try:
-            result = await self.connection.guard(
-                client.session.call_tool(  # type: ignore[misc]
-                    name,
-                    params.get("arguments"),
-                    read_timeout_seconds=timeout or self.connection.config.timeout,
-                    progress_callback=progress,
-                    meta=params.get("_meta") or None,
-                    input_responses=_INPUT_RESPONSES.validate_python(responses) if responses else None,
-                    request_state=params.get("requestState"),
-                    allow_input_required=True,
-                    allow_claimed=True,
-                ),
-                timeout,
-                acts=True,
-            )
-        except MCPError as exc:
-            what = _sdk_stand_in(exc)
-            if what is not None:
-                raise BackendUnavailable(
-                    f"backend {self.connection.name!r} gave no valid answer to the call: {exc.message}",
-                    f"backend {self.connection.name!r} gave no valid answer to the call ({what}): whether "
-                    "it ran is unknown, and it was not sent again",
-                ) from exc
-            raise
+        result = await self.connection.guard(
+            client.session.call_tool(  # type: ignore[misc]
+                name,
+                params.get("arguments"),
+                read_timeout_seconds=timeout or self.connection.config.timeout,
+                progress_callback=progress,
+                meta=params.get("_meta") or None,
+                input_responses=_INPUT_RESPONSES.validate_python(responses) if responses else None,
+                request_state=params.get("requestState"),
+                allow_input_required=True,
+                allow_claimed=True,
+            ),
+            timeout,
+            acts=True,
+        )
         return result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
     async def get_prompt(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Protocol
@@ -11,7 +12,6 @@ import mcp_types as types
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from vmcp.backends.common import CLIENT_INFO, expand_env
@@ -36,6 +36,46 @@ class ClientCallbacks(Protocol):
     async def on_message(self, message: Any) -> None: ...
 
 
+class ResponseTooLarge(httpx2.StreamError):
+    """A backend's answer is larger than `backends[].max_response_size`; the rest is not read."""
+
+
+class _CappedBody(httpx2.AsyncByteStream):
+    def __init__(self, inner: httpx2.AsyncByteStream, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self._inner:
+            size += len(chunk)
+            if size > self._limit:
+                raise ResponseTooLarge(f"the answer is larger than {self._limit} bytes (backends[].max_response_size)")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class CappedTransport(httpx2.AsyncBaseTransport):
+    """The SDK client's HTTP transport, with a bound on a response body that is not an event
+    stream: a backend cannot make the façade hold an answer of any size in memory."""
+
+    def __init__(self, limit: int) -> None:
+        self._inner = httpx2.AsyncHTTPTransport()
+        self._limit = limit
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self._inner.handle_async_request(request)
+        if not response.headers.get("content-type", "").startswith("text/event-stream"):
+            assert isinstance(response.stream, httpx2.AsyncByteStream)
+            response.stream = _CappedBody(response.stream, self._limit)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
 async def open_client(
     config: BackendConfig, base_dir: Path, stack: AsyncExitStack, callbacks: ClientCallbacks, credentials: Credentials
 ) -> Client:
@@ -52,13 +92,15 @@ async def open_client(
         )
     elif config.transport == "streamable-http":
         assert config.url is not None
-        http = create_mcp_http_client(
+        http = httpx2.AsyncClient(
             headers=expand_env(config.headers) or None,
             timeout=httpx2.Timeout(config.connect_timeout, read=max(config.timeout, 300.0)),
             auth=CredentialsAuth(credentials) if config.auth is not None else None,
+            transport=CappedTransport(config.max_response_size),
         )
         await stack.enter_async_context(http)
-        transport = streamable_http_client(config.url, http_client=http)
+        # the SDK bounds each event of a stream itself; CappedTransport bounds a JSON answer
+        transport = streamable_http_client(config.url, http_client=http, max_sse_event_size=config.max_response_size)
     else:
         assert config.url is not None
         transport = sse_client(

@@ -116,7 +116,8 @@ class BackendConfig(_Strict):
     # waiting ones they fail at once (a slow backend must not pile up every caller behind it)
     max_concurrency: int = Field(default=64, ge=1, le=10_000)
     max_waiting: int = Field(default=256, ge=0, le=100_000)
-    # the largest answer to a tool call taken from this backend over the lean path (bytes)
+    # the largest answer taken from an HTTP backend, in bytes: a response body, or one event of a
+    # stream (the lean path and the SDK's client alike); a larger one is refused unread
     max_response_size: int = Field(default=8 * 1024 * 1024, ge=1024)
     # How to negotiate with the backend: `auto` asks for the 2026-07-28 revision and falls back
     # to the initialize handshake; `legacy` always uses the handshake; a version pins it.
