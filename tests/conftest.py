@@ -11,19 +11,21 @@ import contextlib
 import http.server
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 import yaml
+
+from tests.support.processes import free_port, wait_until
+from tests.support.temporal import FAST_TASK_RETRY, TemporalServer
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -36,26 +38,19 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(scope="session")
+def temporal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TemporalServer]:
+    """The suite's Temporal dev server, started once: modules share it on task queues of their own
+    (a test that kills Temporal starts its own `TemporalServer`)."""
+    server = TemporalServer(tmp_path_factory.mktemp("temporal"), extra_args=FAST_TASK_RETRY)
+    anyio.run(server.start)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 # --------------------------------------------------------------------------- small helpers
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (the caller retries if someone takes it first)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll `condition` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
 
 
 def _answers_http(url: str) -> int | None:
@@ -107,6 +102,7 @@ class FaultHttp:
     log_dir: Path
     name: str = "fault"
     legacy_only: bool = False
+    json_response: bool = False
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -130,6 +126,8 @@ class FaultHttp:
             args += ["--port", str(self.port), "--name", self.name]
             if self.legacy_only:
                 args.append("--legacy-only")
+            if self.json_response:
+                args.append("--json-response")
             with log.open("wb") as out:
                 self.proc = subprocess.Popen(
                     args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -200,9 +198,11 @@ class Processes:
     _fault: list[FaultHttp] = field(default_factory=list)
     _vmcp: list[Vmcp] = field(default_factory=list)
 
-    def fault_http(self, name: str = "fault", *, legacy_only: bool = False, port: int = 0) -> FaultHttp:
+    def fault_http(
+        self, name: str = "fault", *, legacy_only: bool = False, json_response: bool = False, port: int = 0
+    ) -> FaultHttp:
         """The fault server over streamable HTTP, on `port` or a free one; answering on return."""
-        server = FaultHttp(self.workdir, name=name, legacy_only=legacy_only, port=port)
+        server = FaultHttp(self.workdir, name=name, legacy_only=legacy_only, json_response=json_response, port=port)
         self._fault.append(server)
         return server.start()
 

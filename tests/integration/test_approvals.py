@@ -23,7 +23,8 @@ from temporalio.client import Client as TemporalClient
 
 from tests.history_text import readable
 from tests.http_endpoint import JsonEndpoint
-from tests.integration.test_composite import VMCP, _DevProcess
+from tests.integration.test_composite import VMCP
+from tests.support.processes import DevStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
 
@@ -149,11 +150,11 @@ def stack(
     }
     config_file = directory / "vmcp.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    dev = _DevProcess(config_file)
+    dev = DevStack(config_file)
     try:
-        yield Stack(dev.wait_ready(wait_until), config_file, fault.url)
+        yield Stack(dev.wait_ready()[0], config_file, fault.url)
     finally:
-        dev.stop()
+        dev.shut_down()
 
 
 async def _call(stack: Stack, tool: str, arguments: dict[str, Any]) -> types.CallToolResult:

@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.conftest import VMCP, free_port
+from tests.conftest import VMCP
 from tests.http_endpoint import JsonEndpoint, Received
 from tests.integration.test_backend_credentials import CLIENT_SECRET, TokenEndpoint, basic, digest
+from tests.support.processes import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

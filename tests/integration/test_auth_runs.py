@@ -20,7 +20,7 @@ from temporalio.client import Client as TemporalClient
 from tests.history_text import readable
 from tests.integration.test_auth import Issuer
 from tests.integration.test_backend_credentials import CLIENT_SECRET, TokenEndpoint
-from tests.integration.test_composite import _DevProcess
+from tests.support.processes import DevStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
 
@@ -132,11 +132,11 @@ def stack(
     }
     config_file = directory / "vmcp.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    dev = _DevProcess(config_file)
+    dev = DevStack(config_file)
     try:
-        yield Stack(dev.wait_ready(wait_until), temporal, issuer, endpoint, exchanging.url)
+        yield Stack(dev.wait_ready()[0], temporal, issuer, endpoint, exchanging.url)
     finally:
-        dev.stop()
+        dev.shut_down()
         issuer.close()
         endpoint.close()
 

@@ -17,10 +17,8 @@ import hashlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,12 +37,12 @@ from temporalio.common import SearchAttributeKey
 from temporalio.converter import PayloadConverter
 
 from tests.history_text import readable
+from tests.support.processes import DevStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
 
 BIN = Path(sys.executable).parent
 VMCP = str(BIN / "vmcp")
-START_DEADLINE = 120.0  # Temporal, the worker, two backends and the façade, on two shared cores
 CALL_DEADLINE = 60.0
 RUN_ID = re.compile(
     r"^vmcp-(?P<tool>[A-Za-z0-9_.-]+)-(?P<uuid>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
@@ -298,48 +296,6 @@ class Stack:
         return "".join(self.log[-lines:])
 
 
-class _DevProcess:
-    def __init__(self, config_file: Path) -> None:
-        self.popen = subprocess.Popen(
-            [VMCP, "dev", "--config", str(config_file)],
-            cwd=config_file.parent,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.lines: list[str] = []
-        self._pump = threading.Thread(target=self._read, daemon=True)
-        self._pump.start()
-
-    def _read(self) -> None:
-        assert self.popen.stdout is not None
-        for line in self.popen.stdout:
-            self.lines.append(line)
-
-    def wait_ready(self, wait_until: Callable[..., Any]) -> str:
-        def ready() -> bool:
-            if self.popen.poll() is not None:
-                raise AssertionError(f"vmcp dev exited with {self.popen.returncode}:\n{''.join(self.lines)}")
-            return any("Press Ctrl-C" in line for line in self.lines)
-
-        wait_until(ready, START_DEADLINE, "vmcp dev to print that it is ready", interval=0.1)
-        found = re.search(r"MCP endpoint:\s+(http://\S+)", "".join(self.lines))
-        assert found, "".join(self.lines)
-        return found.group(1)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGINT)
-            try:
-                self.popen.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)  # the whole session: Temporal and stdio children too
-                self.popen.wait(10)
-        self._pump.join(5)
-
-
 @pytest.fixture(scope="module")
 def stack(
     module_procs: Any,
@@ -381,12 +337,12 @@ def stack(
     config_file = directory / "vmcp.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     os.environ["VMCP_TEST_FAULT_TOKEN"] = FAULT_TOKEN
-    dev = _DevProcess(config_file)
+    dev = DevStack(config_file)
     try:
-        url = dev.wait_ready(wait_until)
-        yield Stack(url, temporal_address, fault.url, dev.lines, config_file)
+        url, _ = dev.wait_ready()
+        yield Stack(url, temporal_address, fault.url, dev.err, config_file)  # its logs
     finally:
-        dev.stop()
+        dev.shut_down()
         os.environ.pop("VMCP_TEST_FAULT_TOKEN", None)
 
 

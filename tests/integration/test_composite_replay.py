@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,6 @@ from worker import workflow_classes, workflow_runner
 
 ROOT = Path(__file__).resolve().parents[2]
 HISTORIES = ROOT / "tests" / "histories"
-TEMPORAL = str(Path(sys.executable).parent / "temporal")
 
 pytestmark = [pytest.mark.integration]
 
@@ -330,12 +329,6 @@ def _composites(webhook: str = "http://127.0.0.1:9/hook") -> list[dict[str, Any]
     ]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def record(directory: Path, only: set[str] | None = None) -> list[Path]:
     """Record the representative runs (or `only` these) and write each history to
     `directory/<workflow id>.json`, replacing the recordings of the same tools there."""
@@ -355,9 +348,26 @@ def record(directory: Path, only: set[str] | None = None) -> list[Path]:
 async def record_histories(only: set[str] | None = None) -> dict[str, str]:
     """Run every representative composite once on a fresh Temporal dev server and a real worker:
     workflow id -> its history as JSON."""
-    from temporalio.testing import WorkflowEnvironment
-
     from tests.http_endpoint import JsonEndpoint
+    from tests.support.temporal import TemporalServer
+
+    arguments: dict[str, dict[str, Any]] = {
+        "retry": {"label": f"rec-{uuid.uuid4().hex[:8]}"},
+        "for_each": {"labels": [f"rec-{uuid.uuid4().hex[:8]}-{i}" for i in range(4)]},
+    }
+    receiver = JsonEndpoint(lambda received: (200, {"ok": True}))
+    with tempfile.TemporaryDirectory() as directory:
+        temporal = await TemporalServer(Path(directory)).start()
+        try:
+            return await _record_on(temporal, receiver, arguments, only)
+        finally:
+            temporal.stop()
+            receiver.close()
+
+
+async def _record_on(
+    temporal: Any, receiver: Any, arguments: dict[str, dict[str, Any]], only: set[str] | None
+) -> dict[str, str]:
     from vmcp.backends.pool import BackendPool
     from vmcp.catalog.aggregate import build_catalog
     from vmcp.catalog.steps import resolve
@@ -367,81 +377,67 @@ async def record_histories(only: set[str] | None = None) -> dict[str, str]:
     from vmcp.runs.orchestrator import Orchestrator
     from worker import run_worker
 
-    arguments: dict[str, dict[str, Any]] = {
-        "retry": {"label": f"rec-{uuid.uuid4().hex[:8]}"},
-        "for_each": {"labels": [f"rec-{uuid.uuid4().hex[:8]}-{i}" for i in range(4)]},
+    address = temporal.address
+    fault = {
+        "name": "fault",
+        "transport": "stdio",
+        "command": sys.executable,
+        "args": ["-m", "tests.servers.fault_server", "--transport", "stdio", "--name", "fault"],
+        "cwd": str(ROOT),
     }
-    extra = ["--search-attribute", "VmcpTool=Keyword", "--search-attribute", "VmcpStatus=Keyword"]
-    extra += ["--search-attribute", "VmcpPendingApproval=Bool"]
-    extra += ["--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000"]
-    receiver = JsonEndpoint(lambda received: (200, {"ok": True}))
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=TEMPORAL, port=_free_port(), dev_server_extra_args=extra
-    ) as env:
-        address = env.client.service_client.config.target_host
-        fault = {
-            "name": "fault",
-            "transport": "stdio",
-            "command": sys.executable,
-            "args": ["-m", "tests.servers.fault_server", "--transport", "stdio", "--name", "fault"],
-            "cwd": str(ROOT),
-        }
-        raw = {
-            "temporal": {"address": address, "task_queue": f"record-{uuid.uuid4().hex[:8]}"},
-            "backends": [fault],
-            "composite_tools": _composites(webhook=f"{receiver.url}/hook"),
-        }
-        config = parse_config(raw, base_dir=ROOT)
-        orchestrator = Orchestrator(config)
-        histories: dict[str, str] = {}
-        async with BackendPool(config.backends, config.base_dir) as pool:
-            await pool.wait_settled(60)
-            catalog = build_catalog(config.aggregation, [b.name for b in config.backends], pool.listings())
-            stop, ready = anyio.Event(), anyio.Event()
-            async with anyio.create_task_group() as group:
-                group.start_soon(lambda: run_worker(config, pool=pool, stop=stop, ready=ready))
-                await ready.wait()
-                for index, tool in enumerate(config.composite_tools):
-                    if only is not None and tool.name not in only:
-                        continue
-                    resolved, issues = resolve(tool, catalog, [b.name for b in config.backends], index)
-                    assert not issues, issues
-                    params = with_defaults(tool.parameters, arguments.get(tool.name, {}))
-                    run_id = f"vmcp-{tool.name}-{uuid.uuid4()}"
-                    run = CompositeRunInput(tool.name, resolved.model_dump(mode="json"), params, {"subject": "rec"})
-                    await orchestrator.start(run_id, run, tool.run_timeout)
-                    second_worker: Any = None
-                    if tool.name == "cancelled":
-                        await _cancel_once_running(orchestrator, run_id)
-                    else:
-                        if tool.name in ("approval", "question", "worker_restart"):
-                            waiting = await orchestrator.watch(run_id, [step.id for step in tool.steps])
-                            assert waiting is not None and waiting["state"].startswith("awaiting"), waiting
-                        if tool.name == "approval":
-                            handle = (await orchestrator.client()).get_workflow_handle(run_id)
-                            await handle.signal("reject", {"approver": "bob", "reason": "not an approver"})
-                            record = await orchestrator.decide(run_id, "approve", {"id": "1", "approver": "alice"})
-                            assert record["outcome"] == "accepted", record
-                        elif tool.name == "question":
-                            answer = {"id": "1", "step": "ask", "action": "accept", "content": {"branch": "main"}}
-                            record = await orchestrator.decide(run_id, "answer", {**answer, "responder": "rec"})
-                            assert record["outcome"] == "accepted", record
-                        elif tool.name == "worker_restart":
-                            stop.set()  # the worker goes away while the run waits; another one takes over
-                            second_worker = _spawn_worker(raw)
-                            record = await orchestrator.decide(
-                                run_id, "approve", {"id": "1", "approver": "ops"}, wait=60
-                            )
-                            assert record["outcome"] == "accepted", record
-                        output = await orchestrator.result(run_id, 90)
-                        assert output is not None, f"{run_id} did not finish"
-                    history = await env.client.get_workflow_handle(run_id).fetch_history()
-                    histories[run_id] = history.to_json()
-                    if second_worker is not None:
-                        second_worker.terminate()
-                        second_worker.wait(30)
-                stop.set()
-    receiver.close()
+    raw = {
+        "temporal": {"address": address, "task_queue": f"record-{uuid.uuid4().hex[:8]}"},
+        "backends": [fault],
+        "composite_tools": _composites(webhook=f"{receiver.url}/hook"),
+    }
+    config = parse_config(raw, base_dir=ROOT)
+    orchestrator = Orchestrator(config)
+    histories: dict[str, str] = {}
+    async with BackendPool(config.backends, config.base_dir) as pool:
+        await pool.wait_settled(60)
+        catalog = build_catalog(config.aggregation, [b.name for b in config.backends], pool.listings())
+        stop, ready = anyio.Event(), anyio.Event()
+        async with anyio.create_task_group() as group:
+            group.start_soon(lambda: run_worker(config, pool=pool, stop=stop, ready=ready))
+            await ready.wait()
+            for index, tool in enumerate(config.composite_tools):
+                if only is not None and tool.name not in only:
+                    continue
+                resolved, issues = resolve(tool, catalog, [b.name for b in config.backends], index)
+                assert not issues, issues
+                params = with_defaults(tool.parameters, arguments.get(tool.name, {}))
+                run_id = f"vmcp-{tool.name}-{uuid.uuid4()}"
+                run = CompositeRunInput(tool.name, resolved.model_dump(mode="json"), params, {"subject": "rec"})
+                await orchestrator.start(run_id, run, tool.run_timeout)
+                second_worker: Any = None
+                if tool.name == "cancelled":
+                    await _cancel_once_running(orchestrator, run_id)
+                else:
+                    if tool.name in ("approval", "question", "worker_restart"):
+                        waiting = await orchestrator.watch(run_id, [step.id for step in tool.steps])
+                        assert waiting is not None and waiting["state"].startswith("awaiting"), waiting
+                    if tool.name == "approval":
+                        handle = (await orchestrator.client()).get_workflow_handle(run_id)
+                        await handle.signal("reject", {"approver": "bob", "reason": "not an approver"})
+                        record = await orchestrator.decide(run_id, "approve", {"id": "1", "approver": "alice"})
+                        assert record["outcome"] == "accepted", record
+                    elif tool.name == "question":
+                        answer = {"id": "1", "step": "ask", "action": "accept", "content": {"branch": "main"}}
+                        record = await orchestrator.decide(run_id, "answer", {**answer, "responder": "rec"})
+                        assert record["outcome"] == "accepted", record
+                    elif tool.name == "worker_restart":
+                        stop.set()  # the worker goes away while the run waits; another one takes over
+                        second_worker = _spawn_worker(raw)
+                        record = await orchestrator.decide(run_id, "approve", {"id": "1", "approver": "ops"}, wait=60)
+                        assert record["outcome"] == "accepted", record
+                    output = await orchestrator.result(run_id, 90)
+                    assert output is not None, f"{run_id} did not finish"
+                history = await (await temporal.client()).get_workflow_handle(run_id).fetch_history()
+                histories[run_id] = history.to_json()
+                if second_worker is not None:
+                    second_worker.terminate()
+                    second_worker.wait(30)
+            stop.set()
     return histories
 
 

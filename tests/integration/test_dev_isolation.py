@@ -15,7 +15,7 @@ import pytest
 import yaml
 from mcp import Client
 
-from tests.integration.test_composite import _DevProcess
+from tests.support.processes import DevStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
 
@@ -43,11 +43,11 @@ def dev_url(
     }
     config_file = directory / "vmcp.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    dev = _DevProcess(config_file)
+    dev = DevStack(config_file)
     try:
-        yield dev.wait_ready(wait_until)
+        yield dev.wait_ready()[0]
     finally:
-        dev.stop()
+        dev.shut_down()
 
 
 async def test_a_composite_steps_question_reaches_no_unrelated_caller(dev_url: str) -> None:

@@ -14,9 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ import pytest
 import yaml
 from mcp import Client
 
-from tests.conftest import free_port
+from tests.support.processes import DevStack, free_port, wait_until
 
 BIN = Path(sys.executable).parent
 VMCP = str(BIN / "vmcp")
@@ -41,17 +39,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.temporal]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 class DevConfig:
@@ -90,68 +77,6 @@ class DevConfig:
         return f"127.0.0.1:{self.temporal_port}"
 
 
-class DevProcess:
-    """`vmcp dev` running in its own session; its output is collected line by line."""
-
-    def __init__(self, config: DevConfig) -> None:
-        self.popen = subprocess.Popen(
-            [VMCP, "dev", "--config", str(config.path)],
-            cwd=config.path.parent,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._pumps = [
-            threading.Thread(target=self._pump, args=(self.popen.stdout, self.out), daemon=True),
-            threading.Thread(target=self._pump, args=(self.popen.stderr, self.err), daemon=True),
-        ]
-        for pump in self._pumps:
-            pump.start()
-
-    @staticmethod
-    def _pump(stream: Any, into: list[str]) -> None:
-        for line in stream:
-            into.append(line)
-
-    def text(self) -> str:
-        return "".join(self.out) + "".join(self.err)
-
-    def wait_ready(self) -> tuple[str, str]:
-        """The MCP URL and the Web UI URL, once `vmcp dev` says it is ready."""
-
-        def ready() -> bool:
-            if self.popen.poll() is not None:
-                raise AssertionError(f"vmcp dev exited with {self.popen.returncode}:\n{self.text()}")
-            return "Press Ctrl-C" in "".join(self.out)
-
-        wait_until(ready, START_DEADLINE, "vmcp dev to print that it is ready")
-        out = "".join(self.out)
-        mcp = re.search(r"MCP endpoint:\s+(http://\S+)", out)
-        ui = re.search(r"Temporal Web UI:\s+(http://\S+)", out)
-        assert mcp and ui, out
-        return mcp.group(1), ui.group(1)
-
-    def temporal_pid(self) -> int:
-        """The `temporal server start-dev` child of this process."""
-        for task in Path(f"/proc/{self.popen.pid}/task").iterdir():
-            for pid in (task / "children").read_text().split():
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                if b"start-dev" in cmdline:
-                    return int(pid)
-        raise AssertionError("vmcp dev has no `temporal server start-dev` child")
-
-    def stop(self, signum: int = signal.SIGINT) -> int:
-        self.popen.send_signal(signum)
-        code = self.popen.wait(STOP_DEADLINE)
-        for pump in self._pumps:
-            pump.join(5)
-        return code
-
-
 def running(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
@@ -177,9 +102,9 @@ def servers_using(directory: Path) -> list[int]:
 
 
 @pytest.fixture
-def dev_processes() -> Iterator[list[DevProcess]]:
+def dev_processes() -> Iterator[list[DevStack]]:
     """Every `vmcp dev` a test starts; teardown kills any left running, and its Temporal."""
-    started: list[DevProcess] = []
+    started: list[DevStack] = []
     yield started
     for dev in started:
         if dev.popen.poll() is None:
@@ -192,8 +117,8 @@ def dev_processes() -> Iterator[list[DevProcess]]:
                 os.kill(temporal, signal.SIGKILL)
 
 
-def start_dev(config: DevConfig, started: list[DevProcess]) -> DevProcess:
-    dev = DevProcess(config)
+def start_dev(config: DevConfig, started: list[DevStack]) -> DevStack:
+    dev = DevStack(config.path)
     started.append(dev)
     return dev
 
@@ -219,10 +144,11 @@ async def list_and_call(url: str) -> tuple[list[str], Any]:
 # --------------------------------------------------------------------------- tests
 
 
-def test_dev_runs_the_whole_stack_and_stops_cleanly_on_sigint(tmp_path: Path, dev_processes: list[DevProcess]) -> None:
+def test_dev_runs_the_whole_stack_and_stops_cleanly_on_sigint(tmp_path: Path, dev_processes: list[DevStack]) -> None:
     config = DevConfig(tmp_path, temporal_host="localhost")  # the default config's spelling
     dev = start_dev(config, dev_processes)
     mcp_url, ui_url = dev.wait_ready()
+    assert ui_url is not None, dev.text()
     assert mcp_url == f"http://127.0.0.1:{config.server_port}/mcp"
     assert ui_url == f"http://127.0.0.1:{config.ui_port}"
     temporal = dev.temporal_pid()
@@ -254,7 +180,7 @@ def test_dev_runs_the_whole_stack_and_stops_cleanly_on_sigint(tmp_path: Path, de
     wait_until(lambda: not running(temporal), 10, "the Temporal child to be gone")
 
 
-def test_a_second_start_finds_the_first_runs_data(tmp_path: Path, dev_processes: list[DevProcess]) -> None:
+def test_a_second_start_finds_the_first_runs_data(tmp_path: Path, dev_processes: list[DevStack]) -> None:
     config = DevConfig(tmp_path)
     first = start_dev(config, dev_processes)
     first.wait_ready()

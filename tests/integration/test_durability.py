@@ -21,34 +21,24 @@ What "exactly once" means here, and what is asserted:
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import subprocess
 import sys
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import mcp_types as types
 import pytest
 import yaml
 from mcp import Client
-from temporalio.client import Client as TemporalClient
 
-from tests.conftest import free_port
-from vmcp.config.loading import parse_config
-from vmcp.dev.temporal import temporal_command
-from vmcp.runs.orchestrator import TemporalUnreachable, check_namespace, connect
+from tests.support.processes import DEADLINE, Child, poll, tail
+from tests.support.temporal import TemporalServer
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-TEMPORAL = str(BIN / "temporal")
-DEADLINE = 90.0  # generous: two cores shared with other test runs
 SLOW_SECONDS = 6  # long enough to kill something while `b` is in progress
 TOOL = "durable_chain"
 GATED = "durable_gate"
@@ -56,136 +46,15 @@ QUICK = "quick_tally"
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
 
-T = TypeVar("T")
-
-
-async def poll(condition: Callable[[], Awaitable[T]], what: str, timeout: float = DEADLINE) -> T:
-    """Await `condition` until it returns something truthy; fail naming `what` at the deadline."""
-    with anyio.move_on_after(timeout):
-        while True:
-            value = await condition()
-            if value:
-                return value
-            await anyio.sleep(0.1)
-    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "<no log>"
-
-
-# --------------------------------------------------------------------------- processes
-
-
-@dataclass
-class Child:
-    """One process of the stack, its output in a log file; killed with SIGKILL when asked."""
-
-    args: list[str]
-    log: Path
-    cwd: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Child:
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                self.args,
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        return self
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def kill(self) -> None:
-        """kill -9: no shutdown, no goodbye to Temporal or the backend."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=15)
-        self.kill()
-
-
-class TemporalServer:
-    """`temporal server start-dev` exactly as `vmcp dev` runs it (headless), on a database file
-    and a port that stay the same across restarts."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.db_file = directory / "temporal.db"
-        self.config = parse_config(
-            {
-                "temporal": {
-                    "address": self.address,
-                    "dev_server": {"db_file": str(self.db_file), "ui_port": free_port()},
-                }
-            },
-            base_dir=directory,
-        )
-        ui_port = self.config.temporal.dev_server.ui_port
-        command = temporal_command(self.config, TEMPORAL, ip="127.0.0.1", port=self.port, ui_port=ui_port)
-        self.command = [*command, "--headless"]
-        self.starts = 0
-        self.child: Child | None = None
-
-    async def start(self) -> None:
-        self.starts += 1
-        child = Child(self.command, self.directory / f"temporal-{self.starts}.log", self.directory)
-        self.child = child.start()
-
-        async def ready() -> bool:
-            if not child.running:
-                raise AssertionError(f"the Temporal dev server exited:\n{tail(child.log)}")
-            try:
-                client = await connect(self.config)
-                await check_namespace(client, self.config.temporal.namespace)
-            except TemporalUnreachable:
-                return False
-            return True
-
-        await poll(ready, f"Temporal on {self.address} (start {self.starts})")
-
-    async def ensure_running(self) -> None:
-        if self.child is None or not self.child.running:
-            await self.start()
-
-    def kill(self) -> None:
-        assert self.child is not None
-        self.child.kill()
-
-    async def client(self) -> TemporalClient:
-        return await connect(self.config)
-
 
 @pytest.fixture(scope="module")
 async def temporal(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    server = TemporalServer(tmp_path_factory.mktemp("temporal"))
-    await server.start()
+    """This module's own Temporal: its tests kill it."""
+    server = await TemporalServer(tmp_path_factory.mktemp("temporal")).start()
     try:
         yield server
     finally:
-        if server.child is not None:
-            server.child.stop()
+        server.stop()
 
 
 # --------------------------------------------------------------------------- the stack

@@ -16,10 +16,9 @@ import anyio
 import pytest
 import yaml
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 
-from tests.conftest import free_port
-from tests.integration.test_worker import Process
+from tests.support.processes import Process
+from tests.support.temporal import TemporalServer
 from vmcp.backends.pool import BackendPool
 from vmcp.catalog.aggregate import build_catalog
 from vmcp.catalog.steps import resolve
@@ -55,66 +54,63 @@ async def _run(client: Client, config: Any, catalog: Any, tool_name: str, params
     return run_id, output
 
 
-async def test_a_thousand_item_for_each_completes_within_history_and_memory_bounds(tmp_path: Path) -> None:
-    extra = ["--search-attribute", "VmcpTool=Keyword", "--search-attribute", "VmcpStatus=Keyword"]
-    extra += ["--search-attribute", "VmcpPendingApproval=Bool"]
-    extra += ["--dynamic-config-value", "history.transferProcessorMaxPollRPS=1000"]
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=TEMPORAL, port=free_port(), dev_server_extra_args=extra
-    ) as env:
-        each = {"id": "each", "type": "for_each", "collection": "params.items", "max_parallel": 16}
-        each["step"] = {"tool": "fault.echo", "arguments": {"text": "{{ item }}"}}
-        config_file = tmp_path / "vmcp.yaml"
-        config_file.write_text(
-            yaml.safe_dump(
-                {
-                    "temporal": {
-                        "address": env.client.service_client.config.target_host,
-                        "task_queue": f"scale-{uuid.uuid4().hex[:8]}",
-                    },
-                    "backends": [
-                        {
-                            "name": "fault",
-                            "transport": "stdio",
-                            "command": sys.executable,
-                            "args": ["-m", "tests.servers.fault_server", "--transport", "stdio", "--name", "fault"],
-                            "cwd": str(ROOT),
-                        }
-                    ],
-                    "composite_tools": [
-                        {"name": "many", "steps": [each]},
-                        {"name": "too_many", "steps": [{**each, "max_items": 10}]},
-                    ],
-                }
-            )
+async def test_a_thousand_item_for_each_completes_within_history_and_memory_bounds(
+    tmp_path: Path, temporal_server: TemporalServer
+) -> None:
+    client = await temporal_server.client()
+    each = {"id": "each", "type": "for_each", "collection": "params.items", "max_parallel": 16}
+    each["step"] = {"tool": "fault.echo", "arguments": {"text": "{{ item }}"}}
+    config_file = tmp_path / "vmcp.yaml"
+    config_file.write_text(
+        yaml.safe_dump(
+            {
+                "temporal": {
+                    "address": temporal_server.address,
+                    "task_queue": f"scale-{uuid.uuid4().hex[:8]}",
+                },
+                "backends": [
+                    {
+                        "name": "fault",
+                        "transport": "stdio",
+                        "command": sys.executable,
+                        "args": ["-m", "tests.servers.fault_server", "--transport", "stdio", "--name", "fault"],
+                        "cwd": str(ROOT),
+                    }
+                ],
+                "composite_tools": [
+                    {"name": "many", "steps": [each]},
+                    {"name": "too_many", "steps": [{**each, "max_items": 10}]},
+                ],
+            }
         )
-        config = load_config(config_file)
-        worker = Process([sys.executable, str(ROOT / "worker.py"), "--config", str(config_file)], ROOT)
-        try:
-            worker.wait_for("vmcp worker: polling")
-            async with BackendPool(config.backends, config.base_dir) as pool:
-                await pool.wait_settled(60)
-                catalog = build_catalog(config.aggregation, ["fault"], pool.listings())
-            await _run(env.client, config, catalog, "many", {"items": ["warm", "up"]})  # imports, caches
-            before = _rss_mib(worker.popen.pid)
+    )
+    config = load_config(config_file)
+    worker = Process([sys.executable, str(ROOT / "worker.py"), "--config", str(config_file)], ROOT)
+    try:
+        worker.wait_for("vmcp worker: polling")
+        async with BackendPool(config.backends, config.base_dir) as pool:
+            await pool.wait_settled(60)
+            catalog = build_catalog(config.aggregation, ["fault"], pool.listings())
+        await _run(client, config, catalog, "many", {"items": ["warm", "up"]})  # imports, caches
+        before = _rss_mib(worker.popen.pid)
 
-            items = [f"item-{index}" for index in range(ITEMS)]
-            run_id, output = await _run(env.client, config, catalog, "many", {"items": items})
-            step = output["structured"]["each"]
-            assert step["status"] == "completed", step
-            assert [entry["text"] for entry in step["output"]] == items
-            events = [event async for event in env.client.get_workflow_handle(run_id).fetch_history_events()]
-            assert len(events) < EVENT_LIMIT / 10, len(events)
-            print(f"\n{ITEMS} items: {len(events)} history events")
+        items = [f"item-{index}" for index in range(ITEMS)]
+        run_id, output = await _run(client, config, catalog, "many", {"items": items})
+        step = output["structured"]["each"]
+        assert step["status"] == "completed", step
+        assert [entry["text"] for entry in step["output"]] == items
+        events = [event async for event in client.get_workflow_handle(run_id).fetch_history_events()]
+        assert len(events) < EVENT_LIMIT / 10, len(events)
+        print(f"\n{ITEMS} items: {len(events)} history events")
 
-            gc.collect()
-            await anyio.sleep(2)  # the worker's caches of the closed run age out
-            after = _rss_mib(worker.popen.pid)
-            assert after - before < 20, (before, after)
-            print(f"worker RSS {before:.1f} -> {after:.1f} MiB")
+        gc.collect()
+        await anyio.sleep(2)  # the worker's caches of the closed run age out
+        after = _rss_mib(worker.popen.pid)
+        assert after - before < 20, (before, after)
+        print(f"worker RSS {before:.1f} -> {after:.1f} MiB")
 
-            _, refused = await _run(env.client, config, catalog, "too_many", {"items": items[:11]})
-            failed = refused["structured"]
-            assert "11 items, more than max_items (10)" in str(failed), failed
-        finally:
-            worker.stop(signal.SIGINT)
+        _, refused = await _run(client, config, catalog, "too_many", {"items": items[:11]})
+        failed = refused["structured"]
+        assert "11 items, more than max_items (10)" in str(failed), failed
+    finally:
+        worker.stop(signal.SIGINT)

@@ -10,7 +10,6 @@ fault injected into the interpreter module is the one it runs) and the fault ser
 
 from __future__ import annotations
 
-import socket
 import sys
 import uuid
 from pathlib import Path
@@ -20,9 +19,9 @@ import anyio
 import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
-from temporalio.testing import WorkflowEnvironment
 
 import workflows.composite
+from tests.support.temporal import TemporalServer
 from vmcp.backends.pool import BackendPool
 from vmcp.catalog.aggregate import build_catalog
 from vmcp.catalog.steps import resolve
@@ -33,23 +32,13 @@ from vmcp.runs.orchestrator import Orchestrator
 from worker import run_worker
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPORAL = str(Path(sys.executable).parent / "temporal")
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_an_unexpected_exception_fails_the_workflow_task_and_a_fix_resumes_the_run(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, temporal_server: TemporalServer
 ) -> None:
-    extra = ["--search-attribute", "VmcpTool=Keyword", "--search-attribute", "VmcpStatus=Keyword"]
-    extra += ["--search-attribute", "VmcpPendingApproval=Bool"]
-    extra += ["--dynamic-config-value", "history.workflowTaskRetryMaxInterval=\"1s\""]
     fault = {
         "name": "fault",
         "transport": "stdio",
@@ -73,47 +62,45 @@ async def test_an_unexpected_exception_fails_the_workflow_task_and_a_fix_resumes
         return real_output_of(structured, text)
 
     monkeypatch.setattr(workflows.composite, "_output_of", faulty_output_of)
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=TEMPORAL, port=_free_port(), dev_server_extra_args=extra
-    ) as env:
-        address = env.client.service_client.config.target_host
-        config = parse_config(
-            {
-                "temporal": {"address": address, "task_queue": f"faults-{uuid.uuid4().hex[:8]}"},
-                "backends": [fault],
-                "composite_tools": [composite],
-            },
-            base_dir=ROOT,
-        )
-        async with BackendPool(config.backends, config.base_dir) as pool:
-            await pool.wait_settled(60)
-            catalog = build_catalog(config.aggregation, ["fault"], pool.listings())
-            tool = config.composite_tools[0]
-            resolved, issues = resolve(tool, catalog, ["fault"], 0)
-            assert not issues, issues
-            run_id = f"vmcp-two_steps-{uuid.uuid4()}"
-            run = CompositeRunInput(tool.name, resolved.model_dump(mode="json"), with_defaults(tool.parameters, {}))
-            handle = env.client.get_workflow_handle(run_id)
-            stop, ready = anyio.Event(), anyio.Event()
-            async with anyio.create_task_group() as group:
-                group.start_soon(lambda: run_worker(config, pool=pool, stop=stop, ready=ready))
-                await ready.wait()
-                await Orchestrator(config).start(run_id, run, tool.run_timeout)
+    client = await temporal_server.client()
+    address = temporal_server.address
+    config = parse_config(
+        {
+            "temporal": {"address": address, "task_queue": f"faults-{uuid.uuid4().hex[:8]}"},
+            "backends": [fault],
+            "composite_tools": [composite],
+        },
+        base_dir=ROOT,
+    )
+    async with BackendPool(config.backends, config.base_dir) as pool:
+        await pool.wait_settled(60)
+        catalog = build_catalog(config.aggregation, ["fault"], pool.listings())
+        tool = config.composite_tools[0]
+        resolved, issues = resolve(tool, catalog, ["fault"], 0)
+        assert not issues, issues
+        run_id = f"vmcp-two_steps-{uuid.uuid4()}"
+        run = CompositeRunInput(tool.name, resolved.model_dump(mode="json"), with_defaults(tool.parameters, {}))
+        handle = client.get_workflow_handle(run_id)
+        stop, ready = anyio.Event(), anyio.Event()
+        async with anyio.create_task_group() as group:
+            group.start_soon(lambda: run_worker(config, pool=pool, stop=stop, ready=ready))
+            await ready.wait()
+            await Orchestrator(config).start(run_id, run, tool.run_timeout)
 
-                failure = ""
-                with anyio.fail_after(60):
-                    while not failure:
-                        async for event in handle.fetch_history_events():
-                            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
-                                failure = event.workflow_task_failed_event_attributes.failure.message
-                        await anyio.sleep(0.1)
-                assert "injected interpreter fault" in failure  # the history says what went wrong
-                assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING  # not given up
+            failure = ""
+            with anyio.fail_after(60):
+                while not failure:
+                    async for event in handle.fetch_history_events():
+                        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                            failure = event.workflow_task_failed_event_attributes.failure.message
+                    await anyio.sleep(0.1)
+            assert "injected interpreter fault" in failure  # the history says what went wrong
+            assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING  # not given up
 
-                injected["on"] = False  # the fixed deploy: the task's next attempt runs on
-                with anyio.fail_after(60):
-                    output = await handle.result()
-                stop.set()
+            injected["on"] = False  # the fixed deploy: the task's next attempt runs on
+            with anyio.fail_after(60):
+                output = await handle.result()
+            stop.set()
     steps = output["structured"]
     assert steps["first"]["status"] == "completed" and steps["second"]["status"] == "completed"
     assert steps["second"]["output"]["text"] == "two"

@@ -16,7 +16,8 @@ import pytest
 import yaml
 from mcp import Client
 
-from tests.integration.test_composite import VMCP, _DevProcess
+from tests.integration.test_composite import VMCP
+from tests.support.processes import DevStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
 
@@ -92,11 +93,11 @@ def stack(
     }
     config_file = directory / "vmcp.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    dev = _DevProcess(config_file)
+    dev = DevStack(config_file)
     try:
-        yield Stack(dev.wait_ready(wait_until), config_file, config, fault.url)
+        yield Stack(dev.wait_ready()[0], config_file, config, fault.url)
     finally:
-        dev.stop()
+        dev.shut_down()
 
 
 def answering(*answers: dict[str, Any], asked: list[str]) -> Any:

@@ -27,7 +27,10 @@ import yaml
 from mcp import Client
 from temporalio.client import Client as TemporalClient
 
-from tests.integration.test_durability import ROOT, Child, TemporalServer, poll, tail
+from tests.support.processes import Child, poll, tail
+from tests.support.temporal import TemporalServer
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
 
@@ -50,14 +53,8 @@ class Call:
 
 
 @pytest.fixture(scope="module")
-async def temporal(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    server = TemporalServer(tmp_path_factory.mktemp("temporal-scale"))
-    await server.start()
-    try:
-        yield server
-    finally:
-        if server.child is not None:
-            server.child.stop()
+def temporal(temporal_server: TemporalServer) -> TemporalServer:
+    return temporal_server  # the suite's: nothing here kills Temporal
 
 
 @pytest.fixture

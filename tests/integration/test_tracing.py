@@ -17,7 +17,7 @@ from mcp import Client
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.http_endpoint import JsonEndpoint, Received
-from tests.integration.test_composite import _DevProcess
+from tests.support.processes import DevStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
 
@@ -86,11 +86,11 @@ def traced(
     config_file = directory / "vmcp.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
     os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "100"  # export within 0.1 s (the default batches 5 s)
-    dev = _DevProcess(config_file)
+    dev = DevStack(config_file)
     try:
-        yield dev.wait_ready(wait_until), collector
+        yield dev.wait_ready()[0], collector
     finally:
-        dev.stop()
+        dev.shut_down()
         os.environ.pop("OTEL_BSP_SCHEDULE_DELAY", None)
         collector.close()
 

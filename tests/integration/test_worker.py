@@ -11,14 +11,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +31,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from activities.backend_tools import BackendToolActivities
-from tests.conftest import free_port
+from tests.support.processes import Process, free_port
 from vmcp.backends.pool import BackendPool
 from vmcp.composite.contracts import (
     CALL_BACKEND_TOOL,
@@ -85,17 +82,6 @@ if __name__ == "__main__":
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def wait_until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def backends_config(tmp_path: Path) -> VmcpConfig:
@@ -249,57 +235,6 @@ class CallBackendToolOnce:
             result_type=CallBackendToolOutput,
         )
         return output
-
-
-class Process:
-    """A child process whose output lines are collected as they arrive."""
-
-    def __init__(self, args: list[str], cwd: Path) -> None:
-        self.popen = subprocess.Popen(
-            args,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.out: list[str] = []
-        self.err: list[str] = []
-        self._threads = [
-            threading.Thread(target=self._pump, args=(self.popen.stdout, self.out), daemon=True),
-            threading.Thread(target=self._pump, args=(self.popen.stderr, self.err), daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    @staticmethod
-    def _pump(stream: Any, into: list[str]) -> None:
-        for line in stream:
-            into.append(line)
-
-    def text(self) -> str:
-        return "".join(self.out) + "".join(self.err)
-
-    def wait_for(self, needle: str, timeout: float = DEADLINE) -> None:
-        def seen() -> bool:
-            if self.popen.poll() is not None and needle not in self.text():
-                raise AssertionError(f"exited with {self.popen.returncode} before {needle!r}:\n{self.text()}")
-            return needle in self.text()
-
-        wait_until(seen, timeout, f"{needle!r} in the output of {self.popen.args!r}")
-
-    def stop(self, signum: int, timeout: float = 60) -> int:
-        self.popen.send_signal(signum)
-        code = self.popen.wait(timeout)
-        for thread in self._threads:
-            thread.join(5)
-        return code
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(10)
 
 
 @pytest.fixture
