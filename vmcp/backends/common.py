@@ -50,6 +50,17 @@ class BackendUnavailable(Exception):
         super().__init__(message)
         self.public = public or message
 
+    @classmethod
+    def outcome_unknown(cls, backend: str, what: str, detail: str) -> BackendUnavailable:
+        """A call that may have reached the backend and came back without a usable answer: the
+        caller must learn that it may have run, and that vmcp did not send it again. `what` is
+        said to the caller; `detail` (exception text) goes only to the operator."""
+        return cls(
+            f"backend {backend!r} gave no valid answer to the call ({what}): {detail}",
+            f"backend {backend!r} gave no valid answer to the call ({what}): whether it ran is unknown, "
+            "and it was not sent again",
+        )
+
 
 @dataclass(frozen=True)
 class BackendStatus:

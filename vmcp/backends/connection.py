@@ -296,11 +296,7 @@ class BackendConnection:
         except MCPError as exc:
             what = _sdk_stand_in(exc) if acts else None
             if what is not None:
-                raise BackendUnavailable(
-                    f"backend {self.name!r} gave no valid answer to the call: {exc.error.message}",
-                    f"backend {self.name!r} gave no valid answer to the call ({what}): whether it ran is "
-                    "unknown, and it was not sent again",
-                ) from exc
+                raise BackendUnavailable.outcome_unknown(self.name, what, exc.error.message) from exc
             if exc.error.code == types.CONNECTION_CLOSED or (
                 exc.error.code == types.INVALID_REQUEST and exc.error.message in _SESSION_GONE
             ):

@@ -129,17 +129,9 @@ class BackendRequests:
             raise BackendUnavailable(f"backend {self.connection.name!r} did not answer within {limit:g}s") from exc
         except OutcomeUnknown as exc:  # sent, then lost: never resent, and the caller is told so
             self.connection.mark_broken()
-            raise BackendUnavailable(
-                f"backend {self.connection.name!r}: {exc}",
-                f"backend {self.connection.name!r} gave no valid answer to the call ({exc.public}): whether it "
-                "ran is unknown, and it was not sent again",
-            ) from exc
+            raise BackendUnavailable.outcome_unknown(self.connection.name, exc.public, str(exc)) from exc
         except WireProtocolError as exc:  # the backend read the call; its answer is unusable
-            raise BackendUnavailable(
-                f"backend {self.connection.name!r} gave no valid answer to the call: {exc}",
-                f"backend {self.connection.name!r} gave no valid answer to the call ({exc}): whether it ran "
-                "is unknown, and it was not sent again",
-            ) from exc
+            raise BackendUnavailable.outcome_unknown(self.connection.name, str(exc), str(exc)) from exc
         except (Http1Error, OSError) as exc:
             self.connection.mark_broken()
             raise BackendUnavailable(
