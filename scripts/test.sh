@@ -8,4 +8,7 @@ bash scripts/bootstrap.sh
 .venv/bin/mypy
 .venv/bin/lint-imports --no-cache
 .venv/bin/deptry .
-exec .venv/bin/python -m pytest "$@"
+# Two workers, whole files each: most of the suite waits on child processes (Temporal, façades,
+# backends), so two files at a time fit two cores; a file keeps its module fixtures on one worker.
+# `-n 0` after it runs everything in this process.
+exec .venv/bin/python -m pytest -n "${VMCP_TEST_WORKERS:-2}" --dist loadfile "$@"

@@ -230,3 +230,38 @@ def test_dev_explains_why_the_facade_will_not_start_and_stops_temporal(tmp_path:
     assert "get_current_time" in done.stderr
     assert "Traceback" not in done.stderr
     assert servers_using(tmp_path) == []
+
+
+@pytest.mark.anyio
+async def test_a_web_ui_port_taken_after_it_was_picked_costs_one_restart_not_the_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ui_port: 0` lets vmcp dev pick the Web UI's port; another program can bind it before
+    Temporal does (any outgoing connection may get it). The dev server then exits, and vmcp dev
+    starts it again on a fresh port instead of failing. The race is made certain here: the
+    port is held from the start, and the check before spawning is told it is free."""
+    from vmcp.config.loading import load_config
+    from vmcp.dev import stack, temporal
+
+    config_file = DevConfig(tmp_path).path
+    raw = yaml.safe_load(config_file.read_text())
+    raw["temporal"]["dev_server"]["ui_port"] = 0
+    config_file.write_text(yaml.safe_dump(raw))
+    config = load_config(config_file)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        picks = iter([taken])
+        monkeypatch.setattr(temporal, "free_port", lambda host="127.0.0.1": next(picks, None) or free_port())
+        monkeypatch.setattr(temporal, "port_free", lambda host, port: True)
+        plan = stack.plan_dev(config)
+        assert plan.temporal is not None and plan.temporal.ui_port == taken
+        run = stack._Run()
+        async with stack._temporal(config, plan, run) as started:
+            assert started is not None and started.temporal is not None
+            assert started.temporal.ui_port != taken
+            async with httpx.AsyncClient() as client:
+                ui = await client.get(started.temporal.ui_url, timeout=30)
+            assert ui.status_code == 200
+    assert servers_using(tmp_path) == []

@@ -25,11 +25,42 @@ T = TypeVar("T")
 DEADLINE = 90.0  # generous: two cores shared with other test runs
 
 
+def _port_slice() -> range:
+    """This test process's ports: below the kernel's ephemeral range, so no outgoing connection
+    on the machine is given one between our pick and the server's bind, and a slice of their own
+    for each pytest-xdist worker, so two workers never pick the same one."""
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    low = 10000
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = (ephemeral - low) // max(workers, 1)
+    return range(low + worker * size, low + (worker + 1) * size)
+
+
+_PORTS = _port_slice()
+_next_port = _PORTS.start + (os.getpid() * 7919) % len(_PORTS)
+_port_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A port nobody listens on right now (the caller retries if someone takes it first)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nobody listens on right now, never the same twice in a row from this process (the
+    ports a test picks are bound later, all at once)."""
+    global _next_port
+    with _port_lock:
+        for _ in range(len(_PORTS)):
+            port, _next_port = _next_port, _next_port + 1
+            if _next_port >= _PORTS.stop:
+                _next_port = _PORTS.start
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError(f"no free port in {_PORTS}")
 
 
 def wait_until(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:

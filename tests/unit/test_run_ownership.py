@@ -4,7 +4,6 @@ records, and the rules that let operators reach other callers' runs."""
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
 
@@ -12,12 +11,13 @@ from vmcp.composite.contracts import RUN_ID_PATTERN, run_owner
 from vmcp.config.auth import AuthorizationConfig
 from vmcp.security.authorization import Authorizer
 
+# one fixed uuid4: the same test ids in every pytest worker
+UUID = "5f0c2a9e-7d41-4b8a-9c3e-1e2f3a4b5c6d"
+
 RUN_ID = re.compile(RUN_ID_PATTERN)
 
 
-@pytest.mark.parametrize(
-    "run_id", [f"vmcp-deploy-{uuid.uuid4()}", f"vmcp-investigate_image-{uuid.uuid4()}", f"vmcp-a-b-c-{uuid.uuid4()}"]
-)
+@pytest.mark.parametrize("run_id", [f"vmcp-deploy-{UUID}", f"vmcp-investigate_image-{UUID}", f"vmcp-a-b-c-{UUID}"])
 def test_run_ids_vmcp_makes_have_the_run_id_shape(run_id: str) -> None:
     assert RUN_ID.fullmatch(run_id)
 
@@ -27,11 +27,11 @@ def test_run_ids_vmcp_makes_have_the_run_id_shape(run_id: str) -> None:
     [
         "some-other-apps-workflow",
         "vmcp-deploy",
-        f"vmcp--{uuid.uuid4()}",
-        f"vmcp-deploy-{uuid.uuid4()}/../x",
-        f"vmcp-deploy-{str(uuid.uuid4()).upper()}",
-        f"xvmcp-deploy-{uuid.uuid4()}",
-        f"vmcp-de ploy-{uuid.uuid4()}",
+        f"vmcp--{UUID}",
+        f"vmcp-deploy-{UUID}/../x",
+        f"vmcp-deploy-{UUID.upper()}",
+        f"xvmcp-deploy-{UUID}",
+        f"vmcp-de ploy-{UUID}",
         "",
     ],
 )

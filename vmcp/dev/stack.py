@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -153,10 +153,16 @@ async def _until_stopped(run: _Run, step: Callable[[], Awaitable[None]]) -> bool
     return not run.stop.is_set()
 
 
+# A port vmcp dev or Temporal picked itself can be taken between the pick and the bind (by any
+# outgoing connection on the machine): then the dev server is started again, on fresh ports.
+_PORT_RACE_ATTEMPTS = 3
+
+
 @contextlib.asynccontextmanager
-async def _temporal(config: VmcpConfig, plan: DevPlan, run: _Run) -> AsyncIterator[bool]:
+async def _temporal(config: VmcpConfig, plan: DevPlan, run: _Run) -> AsyncIterator[DevPlan | None]:
     """Temporal up and answering for the body (started here when the address is a loopback
-    one, and stopped on the way out); yields False when a stop request came first."""
+    one, and stopped on the way out); yields the plan it runs on, or None when a stop request
+    came first."""
     if plan.temporal is None:
         _check_facade_port(plan, config)
         print(f"vmcp dev: using the Temporal server at {plan.address} (not started by vmcp dev)", flush=True)
@@ -167,27 +173,49 @@ async def _temporal(config: VmcpConfig, plan: DevPlan, run: _Run) -> AsyncIterat
             except TemporalUnreachable as exc:
                 raise DevStackError(str(exc)) from None
 
-        yield await _until_stopped(run, reachable)
+        yield plan if await _until_stopped(run, reachable) else None
         return
-    server = TemporalDevServer(plan.temporal, config)
-    run.temporal = server
-    try:
-        await server.prepare()
-        _check_facade_port(plan, config)
-        await server.spawn()
-        print(f"vmcp dev: starting Temporal on {plan.address} (data: {plan.temporal.db_file})", flush=True)
-        yield await _until_stopped(run, server.wait_ready)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await server.stop()
+    for attempt in range(1, _PORT_RACE_ATTEMPTS + 1):
+        server = TemporalDevServer(plan.temporal, config)
+        run.temporal = server
+        lost_a_race = False
+        try:
+            try:
+                await server.prepare()
+                _check_facade_port(plan, config)
+                await server.spawn()
+                print(f"vmcp dev: starting Temporal on {plan.address} (data: {plan.temporal.db_file})", flush=True)
+                up = await _until_stopped(run, server.wait_ready)
+            except* DevStackError:
+                if attempt == _PORT_RACE_ATTEMPTS or not server.lost_a_port_race():
+                    raise
+                lost_a_race = True
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await server.stop()
+            raise
+        if lost_a_race:
+            with anyio.CancelScope(shield=True):
+                await server.stop()
+            print("vmcp dev: a port Temporal was given was taken meanwhile; starting it again", flush=True)
+            plan = replace(plan, temporal=plan_dev_server(config, binary=plan.temporal.command[0]))
+            assert plan.temporal is not None
+            continue
+        try:
+            yield plan if up else None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await server.stop()
+        return
 
 
 async def _run_stack(config: VmcpConfig, plan: DevPlan, run: _Run) -> None:
     from worker import WorkerFailed, describe, run_worker
 
-    async with _temporal(config, plan, run) as up:
-        if not up:
+    async with _temporal(config, plan, run) as started:
+        if started is None:
             return
+        plan = started
         async with BackendPool(config.backends, config.base_dir) as pool, anyio.create_task_group() as group:
             app = create_app(config, pool)
             if config.temporal.dev_server.demo_site:

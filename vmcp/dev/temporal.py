@@ -249,6 +249,15 @@ class TemporalDevServer:
         code = self.process.returncode if self.process is not None else None
         return f"the Temporal dev server exited (code {code}){self.log_tail()}"
 
+    def lost_a_port_race(self) -> bool:
+        """Whether the server exited because a port was taken after it was found free."""
+        if self.process is None or self.process.returncode is None:
+            return False
+        try:
+            return "address already in use" in self.plan.log_file.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+
     def log_tail(self, lines: int = 12) -> str:
         try:
             text = self.plan.log_file.read_text(encoding="utf-8", errors="replace")
