@@ -299,11 +299,13 @@ async def soak(url: str, config_file: Path, db_file: Path, dev_pid: int, minutes
         for _ in range(3):
             group.start_soon(runner.approver, receive.clone())
         receive.close()
-        for index in range(clients):
-            group.start_soon(runner.client, index, "legacy" if index % 2 else "2026-07-28", until)
-        for minute_index in range(1, minutes + 1):
-            await anyio.sleep(max(0.0, start + minute_index * 60 - time.monotonic()))
-            sample(minute_index)
+        # approvers outlive the clients: a gated run still in flight at the end gets its decision
+        async with anyio.create_task_group() as load:
+            for index in range(clients):
+                load.start_soon(runner.client, index, "legacy" if index % 2 else "2026-07-28", until)
+            for minute_index in range(1, minutes + 1):
+                await anyio.sleep(max(0.0, start + minute_index * 60 - time.monotonic()))
+                sample(minute_index)
         await send.aclose()
     return {"records": records, "first_errors": runner.first_errors}
 

@@ -42,6 +42,13 @@ DEFAULT_DYNAMIC_CONFIG: dict[str, Any] = {
     # worker has a free slot: one round trip through matching less per step.
     "system.enableActivityEagerExecution": True,
     "system.enableEagerWorkflowStart": True,
+    # The history service caches every workflow it touched (up to 128,000 mutable states and
+    # 256 MiB of events, for an hour), sized for a server with memory to spare: on a laptop
+    # stack under steady load the dev server grew by ~25 MiB a minute for the first ten
+    # minutes and kept growing. Bounded, it stops within minutes (bench/soak.py); a run that
+    # fell out of the cache (one waiting days for an approval) is read back from SQLite.
+    "history.hostLevelCacheMaxSize": 1024,
+    "history.eventsHostLevelCacheMaxSizeBytes": 16 * 1024 * 1024,
 }
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
