@@ -102,6 +102,7 @@ class FaultHttp:
     log_dir: Path
     name: str = "fault"
     legacy_only: bool = False
+    modern_only: bool = False
     json_response: bool = False
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
@@ -126,6 +127,8 @@ class FaultHttp:
             args += ["--port", str(self.port), "--name", self.name]
             if self.legacy_only:
                 args.append("--legacy-only")
+            if self.modern_only:
+                args.append("--modern-only")
             if self.json_response:
                 args.append("--json-response")
             with log.open("wb") as out:
@@ -199,10 +202,23 @@ class Processes:
     _vmcp: list[Vmcp] = field(default_factory=list)
 
     def fault_http(
-        self, name: str = "fault", *, legacy_only: bool = False, json_response: bool = False, port: int = 0
+        self,
+        name: str = "fault",
+        *,
+        legacy_only: bool = False,
+        modern_only: bool = False,
+        json_response: bool = False,
+        port: int = 0,
     ) -> FaultHttp:
         """The fault server over streamable HTTP, on `port` or a free one; answering on return."""
-        server = FaultHttp(self.workdir, name=name, legacy_only=legacy_only, json_response=json_response, port=port)
+        server = FaultHttp(
+            self.workdir,
+            name=name,
+            legacy_only=legacy_only,
+            modern_only=modern_only,
+            json_response=json_response,
+            port=port,
+        )
         self._fault.append(server)
         return server.start()
 

@@ -160,6 +160,23 @@ def fixture_url(
     tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int], wait_until: Callable[..., Any]
 ) -> Iterator[str]:
     """The conformance fixture server over streamable HTTP on a free loopback port."""
+    yield from _fixture_server(tmp_path_factory, free_port, wait_until)
+
+
+@pytest.fixture(scope="module")
+def sdk_style_fixture_url(
+    tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int], wait_until: Callable[..., Any]
+) -> Iterator[str]:
+    """The fixture with tools that ask the usual SDK way, through the session in every era."""
+    yield from _fixture_server(tmp_path_factory, free_port, wait_until, "--session-requests")
+
+
+def _fixture_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    free_port: Callable[[], int],
+    wait_until: Callable[..., Any],
+    *options: str,
+) -> Iterator[str]:
     logs = tmp_path_factory.mktemp("conformance-server")
     for _attempt in range(3):
         port = free_port()
@@ -167,7 +184,7 @@ def fixture_url(
         log = logs / f"server-{port}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.servers.conformance_server", "--port", str(port)],
+                [sys.executable, "-m", "tests.servers.conformance_server", "--port", str(port), *options],
                 cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -231,6 +248,28 @@ def test_vmcp_passes_active_suite(conformance_cli: Path, vmcp_url: str, tmp_path
 def test_vmcp_passes_json_schema_2020_12(conformance_cli: Path, vmcp_url: str, tmp_path: Path) -> None:
     """vmcp advertises backend input schemas untouched."""
     run_suite(vmcp_url, tmp_path / "json-schema", JSON_SCHEMA_SCENARIO).assert_passed(frozenset({JSON_SCHEMA_SCENARIO}))
+
+
+def test_vmcp_reaches_a_backend_in_its_callers_era_by_default(
+    conformance_cli: Path, sdk_style_fixture_url: str, module_procs: Any, tmp_path: Path
+) -> None:
+    """A backend whose tools ask for sampling and elicitation the usual SDK way (through the
+    session, which a 2026-07-28 request lacks) behind vmcp's default `protocol: auto`: the
+    suite's handshake-era client is served in its own era (the connection's handshake session),
+    so it scores what it scores directly; before, vmcp used the 2026-07-28 era and lost those."""
+    run_suite(sdk_style_fixture_url, tmp_path / "direct").assert_passed(ACTIVE_SCENARIOS)
+    config = {
+        "temporal": {"address": "127.0.0.1:1"},
+        "backends": [{"name": "conf", "transport": "streamable-http", "url": sdk_style_fixture_url}],
+        "aggregation": {"conflict_resolution": "manual"},
+    }
+    served = module_procs.vmcp(config, filename="vmcp-conformance-sdk-style.yaml")
+    run = run_suite(str(served.url), tmp_path / "through-vmcp")
+    print(run.report())
+    run.assert_passed(ACTIVE_SCENARIOS)
+    backend = served.status()["backends"][0]
+    assert backend["protocol_version"] == "2026-07-28", backend
+    assert backend["handshake_session"] == "open", backend
 
 
 # What a handshake-era (2025-11-25) client gives up when the façade runs stateless (several

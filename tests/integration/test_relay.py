@@ -2,9 +2,10 @@
 progress, logs, elicitation, cancellation, resource updates and list changes — through vmcp,
 for each combination of client era and backend era.
 
-One vmcp fronts the fault server twice: `modern` (vmcp talks 2026-07-28 to it) and `legacy`
-(the server refuses discovery, so vmcp uses the handshake). Clients connect in `legacy` mode
-(2025-11-25 sessions) or pinned to 2026-07-28.
+One vmcp fronts the fault server three times: `modern` (it speaks both eras: vmcp reaches it in
+the era of each caller), `legacy` (the server refuses discovery, so vmcp uses the handshake) and
+`modernonly` (it refuses the handshake: a handshake-era caller's questions are translated).
+Clients connect in `legacy` mode (2025-11-25 sessions) or pinned to 2026-07-28.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from mcp import Client, MCPError
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 CLIENT_MODES = ["legacy", "2026-07-28"]
-BACKENDS = ["modern", "legacy"]
+BACKENDS = ["modern", "legacy", "modernonly"]
 DEADLINE = 20.0
 
 
@@ -29,33 +30,37 @@ DEADLINE = 20.0
 class Relayed:
     url: str
     call_count: Callable[[str], Any]
+    status: Callable[[], dict[str, Any]]
+    dual_era_url: str  # the `modern` backend, directly
 
 
 @pytest.fixture(scope="module")
 def relayed(module_procs: Any) -> Relayed:
-    modern = module_procs.fault_http("modern")
-    legacy = module_procs.fault_http("legacy", legacy_only=True)
+    servers = {
+        "modern": module_procs.fault_http("modern"),
+        "legacy": module_procs.fault_http("legacy", legacy_only=True),
+        "modernonly": module_procs.fault_http("modernonly", modern_only=True),
+    }
     served = module_procs.vmcp(
         {
             "temporal": {"address": "127.0.0.1:1"},
             "backends": [
-                {"name": "modern", "transport": "streamable-http", "url": modern.url},
-                {"name": "legacy", "transport": "streamable-http", "url": legacy.url},
+                {"name": name, "transport": "streamable-http", "url": server.url} for name, server in servers.items()
             ],
         },
         filename="vmcp-relay.yaml",
     )
     status = {b["name"]: b["protocol_version"] for b in served.status()["backends"]}
-    assert status == {"modern": "2026-07-28", "legacy": "2025-11-25"}, status
+    assert status == {"modern": "2026-07-28", "legacy": "2025-11-25", "modernonly": "2026-07-28"}, status
 
     async def call_count(backend: str) -> dict[str, Any]:
-        url = modern.url if backend == "modern" else legacy.url
-        async with Client(url, mode="legacy") as direct:
+        mode = "legacy" if backend == "legacy" else "2026-07-28"  # no handshake of its own on the others
+        async with Client(servers[backend].url, mode=mode) as direct:  # type: ignore[arg-type]
             result = await direct.call_tool("count", {})
         assert result.structured_content is not None
         return result.structured_content
 
-    return Relayed(served.url, call_count)
+    return Relayed(served.url, call_count, served.status, servers["modern"].url)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -199,3 +204,73 @@ async def test_list_changes_reach_both_eras_of_client(relayed: Relayed, backend:
         assert f"{backend}_{grown}" in names
         echoed = await old.call_tool(f"{backend}_{grown}", {"text": "hi"})
     assert not echoed.is_error
+
+
+def _handshake_sessions(relayed: Relayed) -> dict[str, str | None]:
+    return {b["name"]: b["handshake_session"] for b in relayed.status()["backends"]}
+
+
+async def _outcome(call: Any) -> tuple[bool, list[str]]:
+    """What a caller sees of a tool call: an error flag and the texts (a JSON-RPC error's message)."""
+    try:
+        result = await call
+    except MCPError as exc:
+        return True, [exc.error.message]
+    return result.is_error, [getattr(c, "text", "") for c in result.content]
+
+
+async def test_a_tool_asking_the_sdk_way_asks_a_handshake_era_caller_as_it_would_directly(relayed: Relayed) -> None:
+    """`ask_sdk_way` asks through its session (`ctx.elicit`), which only the handshake era has.
+    Under `protocol: auto`, vmcp reaches the dual-era backend in each caller's era: handshake-era
+    callers (several at once) over one shared handshake session, where the question reaches the
+    caller whose call asked it; a 2026-07-28 caller sees exactly what it sees directly."""
+    before = (await relayed.call_count("modern"))["methods"].get("initialize", 0)
+
+    async def one_caller(index: int) -> None:
+        asked: list[str] = []
+
+        async def answer(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+            asked.append(params.message)
+            return types.ElicitResult(action="accept", content={"answer": f"colour {index}"})
+
+        async with Client(relayed.url, mode="legacy", elicitation_callback=answer) as client:
+            result = await client.call_tool("modern_ask_sdk_way", {"question": f"Colour for {index}?"})
+        assert not result.is_error, result
+        assert result.structured_content == {"action": "accept", "answer": f"colour {index}"}
+        assert asked == [f"Colour for {index}?"]
+
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as group:
+            for index in range(4):
+                group.start_soon(one_caller, index)
+    handshakes = (await relayed.call_count("modern"))["methods"].get("initialize", 0) - before
+    assert handshakes <= 1, f"{handshakes} handshake sessions opened for 4 callers: one is shared"
+    sessions = _handshake_sessions(relayed)
+    assert sessions["modern"] == "open", sessions
+    assert sessions["legacy"] is None, "a handshake-era backend needs no second session"
+
+    async def answer_nothing(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        return types.ElicitResult(action="decline")
+
+    async with Client(relayed.dual_era_url, mode="2026-07-28", elicitation_callback=answer_nothing) as direct:
+        directly = await _outcome(direct.call_tool("ask_sdk_way", {"question": "Colour?"}))
+    async with Client(relayed.url, mode="2026-07-28", elicitation_callback=answer_nothing) as client:
+        through = await _outcome(client.call_tool("modern_ask_sdk_way", {"question": "Colour?"}))
+    assert directly[0], f"the SDK refuses a session request on a 2026-07-28 call: {directly}"
+    assert through == directly
+
+
+async def test_a_backend_that_refuses_the_handshake_still_serves_handshake_era_callers(relayed: Relayed) -> None:
+    """`modernonly` refuses `initialize`: the handshake session is refused (and not asked again
+    for every call), and its questions reach a handshake-era caller translated, mid-call."""
+
+    async def answer(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        return types.ElicitResult(action="accept", content={"answer": "teal"})
+
+    before = (await relayed.call_count("modernonly"))["methods"].get("initialize", 0)
+    async with Client(relayed.url, mode="legacy", elicitation_callback=answer) as client:
+        for _ in range(3):
+            result = await client.call_tool("modernonly_ask", {"question": "Colour?"})
+            assert result.structured_content == {"action": "accept", "answer": "teal"}, result
+    assert _handshake_sessions(relayed)["modernonly"] == "refused"
+    assert (await relayed.call_count("modernonly"))["methods"].get("initialize", 0) - before <= 1

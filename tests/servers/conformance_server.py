@@ -17,7 +17,10 @@ Both protocol eras are served (the SDK's dual-era loop). On a 2025-11-25 handsha
 sampling and elicitation are server-to-client requests on the call's own stream; on a 2026-07-28
 connection there is no back-channel, so the same tools answer with an `InputRequiredResult` and
 finish when the client retries with `inputResponses` - a gateway in front of this server may use
-either era. Resource subscriptions and `logging/setLevel` exist only in the handshake era.
+either era. With `--session-requests` the tools ask through the session in both eras, as tools
+written the usual SDK way (`ctx.elicit`, `ctx.session.create_message`) do: they work only on a
+handshake session, so a gateway must reach this server in the handshake era for such callers.
+Resource subscriptions and `logging/setLevel` exist only in the handshake era.
 """
 
 from __future__ import annotations
@@ -194,13 +197,16 @@ JSON_SCHEMA_TOOL_INPUT: dict[str, Any] = {
 }
 
 
-async def _ask(ctx: Ctx, params: types.CallToolRequestParams, request: types.InputRequest) -> Any:
+async def _ask(
+    ctx: Ctx, params: types.CallToolRequestParams, request: types.InputRequest, session_requests: bool = False
+) -> Any:
     """Put `request` to the client in whichever way this connection's era allows.
 
     Handshake era: a server-to-client request on the call's own stream; returns its result.
     2026-07-28: returns an `InputRequiredResult` the first time, and the client's answer
-    (from `inputResponses`) when it retries the call."""
-    if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+    (from `inputResponses`) when it retries the call. `session_requests` (`--session-requests`):
+    always the session's request, the usual SDK way, which a 2026-07-28 request cannot carry."""
+    if session_requests or ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
         result_type = types.CreateMessageResult if request.method == "sampling/createMessage" else types.ElicitResult
         metadata = ServerMessageMetadata(related_request_id=ctx.request_id)
         return await ctx.session.send_request(request, result_type, metadata=metadata)
@@ -213,6 +219,7 @@ async def _ask(ctx: Ctx, params: types.CallToolRequestParams, request: types.Inp
 class ConformanceFixture:
     """The handlers. Per-session state (log level, subscriptions) is keyed by `Mcp-Session-Id`."""
 
+    session_requests: bool = False  # ask through the session in every era, as SDK-written tools do
     log_levels: dict[str, types.LoggingLevel] = field(default_factory=dict)
     subscriptions: dict[str, set[str]] = field(default_factory=dict)
 
@@ -288,7 +295,7 @@ class ConformanceFixture:
                 max_tokens=100,
             )
         )
-        answer = await _ask(ctx, params, request)
+        answer = await _ask(ctx, params, request, self.session_requests)
         if isinstance(answer, types.InputRequiredResult):
             return answer
         content = answer.content
@@ -301,7 +308,7 @@ class ConformanceFixture:
         request = types.ElicitRequest(
             params=types.ElicitRequestFormParams(message=message, requested_schema=schema),
         )
-        answer = await _ask(ctx, params, request)
+        answer = await _ask(ctx, params, request, self.session_requests)
         if isinstance(answer, types.InputRequiredResult):
             return answer
         return _text_result(
@@ -573,10 +580,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="conformance_server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--session-requests",
+        action="store_true",
+        help="tools ask for sampling and elicitation through the session in every era, the usual SDK way "
+        "(a 2026-07-28 request has no back-channel for them, so there they fail)",
+    )
     args = parser.parse_args(argv)
     import uvicorn
 
-    server = ConformanceFixture().build()
+    server = ConformanceFixture(session_requests=args.session_requests).build()
     # host= makes the SDK turn on Host/Origin validation for a loopback bind (DNS rebinding).
     app = server.streamable_http_app(host=args.host, event_store=MemoryEventStore(), retry_interval=500)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)

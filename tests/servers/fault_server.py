@@ -30,6 +30,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel
 
 # A 1x1 red PNG: small, valid, and byte-comparable after a round trip.
 PNG_1X1 = base64.b64encode(
@@ -68,7 +69,11 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
-def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServer:
+class _Answer(BaseModel):
+    answer: str
+
+
+def create_server(name: str = "fault", *, legacy_only: bool = False, modern_only: bool = False) -> MCPServer:
     counters = _Counters()
 
     async def counting(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
@@ -76,6 +81,8 @@ def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServe
         if ctx.method in _HANDSHAKE_METHODS:
             if legacy_only and ctx.method == "server/discover":
                 raise MCPError(code=types.METHOD_NOT_FOUND, message="this server only speaks the handshake era")
+            if modern_only and ctx.method == "initialize":
+                raise MCPError(code=types.METHOD_NOT_FOUND, message="this server only speaks 2026-07-28")
             counters.connections += 1
         elif ctx.method == "tools/call":
             counters.tool_calls += 1
@@ -234,6 +241,12 @@ def create_server(name: str = "fault", *, legacy_only: bool = False) -> MCPServe
         answer = (result.content or {}).get("answer") if result.action == "accept" else None
         return _text(f"{result.action}: {answer}", {"action": result.action, "answer": answer})
 
+    @server.tool(description="Ask the user `question` the usual SDK way (`ctx.elicit`): handshake era only.")
+    async def ask_sdk_way(question: str, ctx: Context) -> types.CallToolResult:
+        result = await ctx.elicit(question, schema=_Answer)
+        answer = result.data.answer if result.action == "accept" else None
+        return _text(f"{result.action}: {answer}", {"action": result.action, "answer": answer})
+
     @server.prompt(name="greet", description="A greeting for someone, in a style.")
     def greet(who: str, style: str = "plain") -> str:
         greeting = f"Hello, {who}!"
@@ -257,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--name", default="fault")
     parser.add_argument("--legacy-only", action="store_true", help="refuse server/discover (2025-11-25 only)")
+    parser.add_argument("--modern-only", action="store_true", help="refuse initialize (2026-07-28 only)")
     parser.add_argument("--json-response", action="store_true", help="answer POSTs with JSON, not event streams")
     parser.add_argument(
         "--startup-delay", type=float, default=0.0, help="seconds to wait before serving (a slow-booting server)"
@@ -264,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.startup_delay > 0:
         time.sleep(args.startup_delay)  # the fault being injected: a server that takes long to boot
-    server = create_server(args.name, legacy_only=args.legacy_only)
+    server = create_server(args.name, legacy_only=args.legacy_only, modern_only=args.modern_only)
     if args.transport == "stdio":
         server.run("stdio")
         return

@@ -73,6 +73,8 @@ class BackendStatus:
     last_error: str | None
     connected_since: float | None
     reconnects: int
+    # handshake-era callers' own session to a dual-era backend: open, closed or refused (None: not kept)
+    handshake_session: str | None = None
 
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TypeVar
@@ -39,6 +39,7 @@ from vmcp.backends.common import (
     first_of,
 )
 from vmcp.backends.credentials import Credentials
+from vmcp.backends.handshake import HandshakeSession
 from vmcp.backends.requests import BackendRequests
 from vmcp.backends.transport import open_client, open_wire
 from vmcp.backends.wire import ModernHttpWire
@@ -98,6 +99,8 @@ class BackendConnection:
         self._on_listing = on_listing
         self._client: Client | None = None
         self.wire: ModernHttpWire | None = None  # the lean tools/call path, when the backend allows it
+        # handshake-era callers' session to a backend that speaks both eras (`vmcp.backends.handshake`)
+        self.handshake: HandshakeSession | None = None
         self.header_bound_tools: frozenset[str] = frozenset()
         self._broken = anyio.Event()
         self._stop = anyio.Event()
@@ -155,6 +158,7 @@ class BackendConnection:
                     client = await open_client(self.config, self._base_dir, stack, self.changes, self.credentials)
                     self.listing = await self._list(client)
                     self.wire = open_wire(self.config, client, stack)
+                    self.handshake = self._handshake_beside(client)
                     deadline.deadline = math.inf
                     self._client = client
                     self.last_error = None
@@ -190,8 +194,24 @@ class BackendConnection:
         finally:
             self._client = None
             self.wire = None
+            self.handshake = None
             self._broken = anyio.Event()
         return ready
+
+    def _handshake_beside(self, client: Client) -> HandshakeSession | None:
+        """Under `protocol: auto`, an HTTP backend reached in the 2026-07-28 era may also speak the
+        handshake era: handshake-era callers get a session in their own era, opened when one calls."""
+        if self.config.protocol != "auto" or self.config.transport != "streamable-http":
+            return None
+        if client.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            return None
+
+        async def open_handshake(stack: AsyncExitStack) -> Client:
+            return await open_client(
+                self.config, self._base_dir, stack, self.changes, self.credentials, protocol="legacy"
+            )
+
+        return HandshakeSession(self.name, open_handshake, self.config.connect_timeout)
 
     async def _health_loop(self, client: Client) -> None:
         """Ping every `health_interval`: a backend that stopped answering is reconnected (and its
@@ -283,14 +303,23 @@ class BackendConnection:
             f"backend {self.name!r} is unavailable ({self.state})",
         )
 
-    async def guard(self, call: Awaitable[_T], timeout: float | None = None, *, acts: bool = False) -> _T:
+    async def guard(
+        self,
+        call: Awaitable[_T],
+        timeout: float | None = None,
+        *,
+        acts: bool = False,
+        broken: Callable[[], None] | None = None,
+    ) -> _T:
         """Turn connection-level failures into BackendUnavailable and schedule a reconnect.
 
         MCP errors the backend sent on purpose (invalid params, unknown method) pass through
         untouched: they are the backend's answer, not a broken connection. `acts`: the request
         may change something (a tool call), so a connection lost under it leaves its outcome
-        unknown, and the caller is told so (it is never sent again).
+        unknown, and the caller is told so (it is never sent again). `broken`: what to close
+        when the call went over another session than the main one (the handshake session).
         """
+        mark_broken = broken or self.mark_broken
         try:
             return await call
         except MCPError as exc:
@@ -300,7 +329,7 @@ class BackendConnection:
             if exc.error.code == types.CONNECTION_CLOSED or (
                 exc.error.code == types.INVALID_REQUEST and exc.error.message in _SESSION_GONE
             ):
-                self.mark_broken()
+                mark_broken()
                 lost = f"backend {self.name!r} closed the connection"
                 raise BackendUnavailable(
                     f"{lost}; reconnecting",
@@ -312,7 +341,7 @@ class BackendConnection:
                 ) from exc
             raise
         except _TRANSPORT_ERRORS as exc:
-            self.mark_broken()
+            mark_broken()
             raise BackendUnavailable(
                 f"backend {self.name!r} connection failed: {describe_error(exc)}",
                 f"backend {self.name!r} connection failed",
@@ -337,4 +366,5 @@ class BackendConnection:
             last_error=self.last_error,
             connected_since=self.connected_since,
             reconnects=self.reconnects,
+            handshake_session=self.handshake.state if self.handshake is not None else None,
         )

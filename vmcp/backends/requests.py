@@ -9,17 +9,21 @@ backend's own MCP errors pass through.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar, cast
 
 import anyio
 import mcp_types as types
+from mcp import Client
 from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
+from mcp_types import LOG_LEVEL_META_KEY
 from pydantic import TypeAdapter
 
 from vmcp.backends.common import BackendUnavailable, describe_error
 from vmcp.backends.credentials import passed_headers
+from vmcp.backends.handshake import HandshakeSession
 from vmcp.backends.http1 import Http1Error, OutcomeUnknown
 from vmcp.backends.supervised import Supervised
 from vmcp.backends.wire import WireError, WireProtocolError
@@ -51,6 +55,7 @@ class BackendRequests:
         client_headers: Mapping[str, str] | None = None,
         caller_token: str | None = None,
         timeout: float | None = None,
+        handshake_caller: bool = False,
     ) -> dict[str, Any]:
         """One tools/call. `params` are the backend's (its own tool name, the `_meta` it may see),
         in their JSON form.
@@ -61,7 +66,8 @@ class BackendRequests:
         the result as the backend sent it, `MCPError` is the backend's own JSON-RPC error, and
         `BackendUnavailable` a failed connection. `client_headers` pass on as `pass_headers`
         allows; `caller_token` is what a `token_exchange` backend exchanges (it needs the wire: a
-        per-request header)."""
+        per-request header). `handshake_caller`: the caller speaks the handshake era, so a backend
+        that speaks both is reached in it (`vmcp.backends.handshake`)."""
         config = self.connection.config
         if self._slots.available_tokens == 0 and self._slots.statistics().tasks_waiting >= config.max_waiting:
             raise BackendUnavailable(
@@ -71,7 +77,7 @@ class BackendRequests:
             )
         async with self._slots:
             return await self._call_tool(
-                params, progress, streams, caller_capabilities, client_headers, caller_token, timeout
+                params, progress, streams, caller_capabilities, client_headers, caller_token, timeout, handshake_caller
             )
 
     async def _call_tool(
@@ -83,16 +89,18 @@ class BackendRequests:
         client_headers: Mapping[str, str] | None,
         caller_token: str | None,
         timeout: float | None,
+        handshake_caller: bool,
     ) -> dict[str, Any]:
         name = str(params["name"])
+        in_handshake_era = handshake_caller and self.connection.handshake is not None
         if self.connection.credentials.per_caller:
             if not self.takes_lean_path(name):
                 raise BackendUnavailable(
                     f"backend {self.connection.name!r} exchanges each caller's token, which needs a per-request "
                     "header: a 2026-07-28 streamable-HTTP backend (it is not one, or is down)"
                 )
-        elif progress is not None or streams or not self.takes_lean_path(name):
-            return await self._call_over_session(name, params, progress, timeout)
+        elif in_handshake_era or progress is not None or streams or not self.takes_lean_path(name):
+            return await self._call_over_session(name, params, progress, timeout, handshake_caller)
         return await self._call_over_wire(name, params, caller_capabilities, client_headers, caller_token, timeout)
 
     async def _call_over_wire(
@@ -139,26 +147,51 @@ class BackendRequests:
                 f"backend {self.connection.name!r} connection failed",
             ) from exc
 
-    async def _call_over_session(
-        self, name: str, params: Mapping[str, Any], progress: ProgressFnT | None, timeout: float | None
-    ) -> dict[str, Any]:
+    async def _session_for(self, handshake_caller: bool) -> tuple[Client, HandshakeSession | None]:
+        """The client a request goes out on: the handshake session for a handshake-era caller when
+        the backend keeps one (and speaks the handshake), else the main connection."""
         client = await self.connection.ready_client()
+        session = self.connection.handshake if handshake_caller else None
+        if session is not None:
+            handshake = await session.client(self.connection.tasks)
+            if handshake is not None:
+                return handshake, session
+        return client, None
+
+    @contextmanager
+    def _over(self, session: HandshakeSession | None) -> Iterator[dict[str, Any]]:
+        """Around a request on `session`: the guard's arguments (a failure closes that session,
+        not the main connection), and the session held open meanwhile."""
+        with session.using() if session is not None else nullcontext():
+            yield {"broken": session.mark_broken} if session is not None else {}
+
+    async def _call_over_session(
+        self,
+        name: str,
+        params: Mapping[str, Any],
+        progress: ProgressFnT | None,
+        timeout: float | None,
+        handshake_caller: bool = False,
+    ) -> dict[str, Any]:
+        client, session = await self._session_for(handshake_caller)
         responses = params.get("inputResponses")
-        result = await self.connection.guard(
-            client.session.call_tool(  # type: ignore[misc]
-                name,
-                params.get("arguments"),
-                read_timeout_seconds=timeout or self.connection.config.timeout,
-                progress_callback=progress,
-                meta=params.get("_meta") or None,
-                input_responses=_INPUT_RESPONSES.validate_python(responses) if responses else None,
-                request_state=params.get("requestState"),
-                allow_input_required=True,
-                allow_claimed=True,
-            ),
-            timeout,
-            acts=True,
-        )
+        with self._over(session) as guarded:
+            result = await self.connection.guard(
+                client.session.call_tool(  # type: ignore[misc]
+                    name,
+                    params.get("arguments"),
+                    read_timeout_seconds=timeout or self.connection.config.timeout,
+                    progress_callback=progress,
+                    meta=_in_era(params.get("_meta"), session),
+                    input_responses=_INPUT_RESPONSES.validate_python(responses) if responses else None,
+                    request_state=params.get("requestState"),
+                    allow_input_required=True,
+                    allow_claimed=True,
+                ),
+                timeout,
+                acts=True,
+                **guarded,
+            )
         return result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
     async def get_prompt(
@@ -169,18 +202,21 @@ class BackendRequests:
         meta: dict[str, Any] | None = None,
         input_responses: types.InputResponses | None = None,
         request_state: str | None = None,
+        handshake_caller: bool = False,
     ) -> types.GetPromptResult | types.InputRequiredResult:
-        client = await self.connection.ready_client()
-        return await self.connection.guard(
-            client.session.get_prompt(  # type: ignore[call-overload]
-                name,
-                arguments,
-                meta=cast(types.RequestParamsMeta | None, meta),
-                input_responses=input_responses,
-                request_state=request_state,
-                allow_input_required=True,
+        client, session = await self._session_for(handshake_caller)
+        with self._over(session) as guarded:
+            return await self.connection.guard(
+                client.session.get_prompt(  # type: ignore[call-overload]
+                    name,
+                    arguments,
+                    meta=cast(types.RequestParamsMeta | None, _in_era(meta, session)),
+                    input_responses=input_responses,
+                    request_state=request_state,
+                    allow_input_required=True,
+                ),
+                **guarded,
             )
-        )
 
     async def read_resource(
         self,
@@ -189,17 +225,20 @@ class BackendRequests:
         meta: dict[str, Any] | None = None,
         input_responses: types.InputResponses | None = None,
         request_state: str | None = None,
+        handshake_caller: bool = False,
     ) -> types.ReadResourceResult | types.InputRequiredResult:
-        client = await self.connection.ready_client()
-        return await self.connection.guard(
-            client.session.read_resource(  # type: ignore[call-overload]
-                uri,
-                meta=cast(types.RequestParamsMeta | None, meta),
-                input_responses=input_responses,
-                request_state=request_state,
-                allow_input_required=True,
+        client, session = await self._session_for(handshake_caller)
+        with self._over(session) as guarded:
+            return await self.connection.guard(
+                client.session.read_resource(  # type: ignore[call-overload]
+                    uri,
+                    meta=cast(types.RequestParamsMeta | None, _in_era(meta, session)),
+                    input_responses=input_responses,
+                    request_state=request_state,
+                    allow_input_required=True,
+                ),
+                **guarded,
             )
-        )
 
     async def complete(
         self,
@@ -215,7 +254,19 @@ class BackendRequests:
         client = await self.connection.ready_client()
         if not self.connection.is_modern and client.server_capabilities.logging is not None:
             await self.connection.guard(client.session.set_logging_level(level))
+        session = self.connection.handshake
+        if session is not None:  # kept for the session's next opening, sent now if it is open
+            with self._over(session) as guarded:
+                await self.connection.guard(session.set_level(level), **guarded)
 
     async def ping(self) -> None:
         client = await self.connection.ready_client()
         await self.connection.guard(client.session.send_ping())
+
+
+def _in_era(meta: Mapping[str, Any] | None, session: HandshakeSession | None) -> Any:
+    """The `_meta` as the era of the request wants it: over the handshake session the caller's log
+    level is the session's (`logging/setLevel`), not a per-request key a handshake-era server refuses."""
+    if session is None or not meta:
+        return meta or None
+    return {k: v for k, v in meta.items() if k != LOG_LEVEL_META_KEY} or None

@@ -9,7 +9,7 @@ once it is ready, the lean wire, the guard that turns a broken connection into
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from anyio.abc import TaskGroup
@@ -17,6 +17,7 @@ from mcp import Client
 
 from vmcp.backends.common import State
 from vmcp.backends.credentials import Credentials
+from vmcp.backends.handshake import HandshakeSession
 from vmcp.backends.wire import ModernHttpWire
 from vmcp.config.models import BackendConfig
 
@@ -31,6 +32,7 @@ class Supervised(Protocol):
     wire: ModernHttpWire | None  # the lean tools/call path, when the backend allows it
     header_bound_tools: frozenset[str]  # tools whose arguments mirror into headers: the SDK's to send
     tasks: TaskGroup | None  # the live connection's tasks (None while it is down)
+    handshake: HandshakeSession | None  # handshake-era callers' session to a dual-era backend
 
     @property
     def is_modern(self) -> bool: ...
@@ -39,6 +41,13 @@ class Supervised(Protocol):
 
     def mark_broken(self) -> None: ...
 
-    async def guard(self, call: Awaitable[_T], timeout: float | None = None, *, acts: bool = False) -> _T: ...
+    async def guard(
+        self,
+        call: Awaitable[_T],
+        timeout: float | None = None,
+        *,
+        acts: bool = False,
+        broken: Callable[[], None] | None = None,
+    ) -> _T: ...
 
     async def refresh_listing(self) -> None: ...

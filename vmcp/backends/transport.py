@@ -77,9 +77,16 @@ class CappedTransport(httpx2.AsyncBaseTransport):
 
 
 async def open_client(
-    config: BackendConfig, base_dir: Path, stack: AsyncExitStack, callbacks: ClientCallbacks, credentials: Credentials
+    config: BackendConfig,
+    base_dir: Path,
+    stack: AsyncExitStack,
+    callbacks: ClientCallbacks,
+    credentials: Credentials,
+    protocol: str | None = None,
 ) -> Client:
-    """Connect to one backend (entered on `stack`), its traffic going to `callbacks`."""
+    """Connect to one backend (entered on `stack`), its traffic going to `callbacks`; in the
+    era `protocol` says (default: the backend's `protocol` setting)."""
+    protocol = protocol or config.protocol
     transport: Any
     if config.transport == "stdio":
         assert config.command is not None
@@ -111,7 +118,7 @@ async def open_client(
         )
     client = Client(
         transport,
-        mode=config.protocol,
+        mode=protocol,  # type: ignore[arg-type]
         read_timeout_seconds=config.timeout,
         cache=None,
         client_info=CLIENT_INFO,
@@ -122,11 +129,11 @@ async def open_client(
         message_handler=callbacks.on_message,
     )
     await stack.enter_async_context(client)
-    if config.protocol in MODERN_PROTOCOL_VERSIONS:
+    if protocol in MODERN_PROTOCOL_VERSIONS:
         # a pinned version connects without asking the server anything, so the client knows no
         # capabilities (and vmcp would list nothing): ask once, as `auto` does
         # (`discover()` would return the placeholder the pin installed)
-        discovered = await client.session.send_discover(config.protocol)
+        discovered = await client.session.send_discover(protocol)
         client.session.adopt(types.DiscoverResult.model_validate(discovered))
     return client
 

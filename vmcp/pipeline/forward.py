@@ -3,9 +3,10 @@
 Every kind of request goes out here, once it is routed, authorized, reshaped and policed: tool
 calls (the backend connection picks its transport, the lean wire or the SDK session), prompts,
 resource reads, completion and subscriptions. What a backend asks mid-call (sampling,
-elicitation, roots, log lines, progress) reaches the client whose request is running, and a
-2026-07-28 backend's `InputRequiredResult` is asked of a handshake-era caller mid-call and the
-backend retried with the answers.
+elicitation, roots, log lines, progress) reaches the client whose request is running. A
+handshake-era caller reaches a backend that speaks both eras in its own era (the connection's
+handshake session), and a 2026-07-28-only backend's `InputRequiredResult` is asked of it mid-call
+and the backend retried with the answers.
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ class Forward:
                     caller_capabilities=inbound.capabilities,
                     client_headers=inbound.headers if connection.config.pass_headers else None,
                     caller_token=inbound.token if connection.credentials.per_caller else None,
+                    handshake_caller=not inbound.modern,
                 )
 
         result = await call(params.get("inputResponses"), params.get("requestState"))
@@ -101,7 +103,12 @@ class Forward:
         async def get(responses: types.InputResponses | None, state: str | None) -> Any:
             with calling(ctx, connection.name):
                 return await connection.requests.get_prompt(
-                    original, params.arguments, meta=meta, input_responses=responses, request_state=state
+                    original,
+                    params.arguments,
+                    meta=meta,
+                    input_responses=responses,
+                    request_state=state,
+                    handshake_caller=not is_modern(ctx),
                 )
 
         return await self._answer(ctx, get, params.input_responses, params.request_state)
@@ -116,7 +123,11 @@ class Forward:
         async def read(responses: types.InputResponses | None, state: str | None) -> Any:
             with calling(ctx, connection.name):
                 return await connection.requests.read_resource(
-                    params.uri, meta=meta, input_responses=responses, request_state=state
+                    params.uri,
+                    meta=meta,
+                    input_responses=responses,
+                    request_state=state,
+                    handshake_caller=not is_modern(ctx),
                 )
 
         return await self._answer(ctx, read, params.input_responses, params.request_state)
