@@ -50,6 +50,9 @@ APPROVER = "soak-approver"
 # a fill is not a leak. A leak keeps its slope in the second half; a cache flattens out.
 
 
+TAIL_GRACE = 60.0  # seconds an operation may still run after the end before it counts as hung
+
+
 def settle_minute(records: list[dict[str, Any]]) -> int:
     return max(5, records[-1]["minute"] // 2)
 
@@ -111,6 +114,7 @@ class Soak:
         self.dev_pid = dev_pid
         self.current = Minute()
         self.first_errors: list[str] = []
+        self.clients_running = 0
         self.approvals: anyio.abc.ObjectSendStream[tuple[str, anyio.Event, list[str]]] | None = None
 
     def error(self, op: str, what: str) -> None:
@@ -196,6 +200,13 @@ class Soak:
             decided.set()
 
     async def client(self, index: int, mode: str, until: float) -> None:
+        self.clients_running += 1
+        try:
+            await self._client(index, mode, until)
+        finally:
+            self.clients_running -= 1
+
+    async def _client(self, index: int, mode: str, until: float) -> None:
         rng = random.Random(index)
         ops, weights = list(MIX), list(MIX.values())
         while time.monotonic() < until:
@@ -306,6 +317,17 @@ async def soak(url: str, config_file: Path, db_file: Path, dev_pid: int, minutes
             for minute_index in range(1, minutes + 1):
                 await anyio.sleep(max(0.0, start + minute_index * 60 - time.monotonic()))
                 sample(minute_index)
+            # an operation still running a minute after the end hangs: that is an error too
+            with anyio.move_on_after(TAIL_GRACE):
+                while runner.clients_running:  # noqa: ASYNC110 - clients finish on their own
+                    await anyio.sleep(0.5)
+            if runner.clients_running:
+                hung = f"{runner.clients_running} clients still in an operation {TAIL_GRACE:g}s after the end"
+                runner.first_errors.append(f"{time.strftime('%H:%M:%S')} hung: {hung}")
+                records[-1]["errors"] += runner.clients_running
+                records[-1].setdefault("errors_by_op", {})["hung"] = runner.clients_running
+                print(f"hung: {hung}", flush=True)
+                load.cancel_scope.cancel()
         await send.aclose()
     return {"records": records, "first_errors": runner.first_errors}
 

@@ -195,6 +195,7 @@ class BackendConnection:
             self._client = None
             self.wire = None
             self.handshake = None
+            self.tasks = None  # also when the connection's task group ended in an error
             self._broken = anyio.Event()
         return ready
 

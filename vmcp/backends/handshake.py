@@ -72,9 +72,17 @@ class HandshakeSession:
             if tasks is None or time.monotonic() < self._refused_until:
                 return None
             if self._opening is None:
-                self._opening = anyio.Event()
-                tasks.start_soon(self._run, self._opening)
-            await self._opening.wait()
+                opening = anyio.Event()
+                try:
+                    tasks.start_soon(self._run, opening)
+                except RuntimeError:  # the connection's life is ending: nothing to open on
+                    return None
+                self._opening = opening
+            # _run sets it whatever happens; the bound only guards callers against a task that
+            # never ran (its group cancelled before it started)
+            opening = self._opening
+            with anyio.move_on_after(self._connect_timeout + 1.0):
+                await opening.wait()
         self._last_used = time.monotonic()
         return self._client
 
