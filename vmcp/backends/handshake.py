@@ -100,9 +100,13 @@ class HandshakeSession:
 
     async def set_level(self, level: types.LoggingLevel) -> None:
         self.level = level
-        client = self._client
-        if client is not None and client.server_capabilities.logging is not None:
-            await client.session.set_logging_level(level)
+        if self._client is not None:
+            await self._send_level(self._client)
+
+    async def _send_level(self, client: Client) -> None:
+        """The latest client's log level, on a session whose backend logs."""
+        if self.level is not None and client.server_capabilities.logging is not None:
+            await client.session.set_logging_level(self.level)
 
     async def _run(self, opened: anyio.Event) -> None:
         broken = anyio.Event()
@@ -113,8 +117,7 @@ class HandshakeSession:
                 async with AsyncExitStack() as stack:
                     try:
                         client = await self._open_client(stack)
-                        if self.level is not None and client.server_capabilities.logging is not None:
-                            await client.session.set_logging_level(self.level)
+                        await self._send_level(client)
                     except Exception as exc:
                         self._refused(describe_error(exc))
                         return
