@@ -130,6 +130,22 @@ async def test_a_caller_granted_one_tool_sees_and_reaches_nothing_else(served: S
     assert all(line["subject"] == "anonymous" and line["client"] == "limited" for line in denials)
 
 
+@pytest.mark.parametrize(("mode", "code"), [("legacy", -32002), ("2026-07-28", types.INVALID_PARAMS)])
+async def test_a_uri_no_backend_serves_is_not_found_in_each_eras_own_words(
+    served: Served, mode: str, code: int
+) -> None:
+    """2025-11-25 has its own resource-not-found code; 2026-07-28 (SEP-2164) says Invalid Params.
+    Either way the error names the URI in `data`, and nothing reaches a backend."""
+    before = await served.handled()
+    uri = f"fault://nothing-here/{uuid.uuid4().hex[:6]}"
+    async with Client(served.vmcp.url, mode=mode, client_info=OPERATOR) as client:  # type: ignore[arg-type]
+        with pytest.raises(MCPError) as raised:
+            await client.read_resource(uri)
+    assert raised.value.error.code == code, raised.value.error
+    assert raised.value.error.data == {"uri": uri}, raised.value.error
+    assert await served.handled() == before
+
+
 @pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
 async def test_the_operator_reaches_every_door_the_limited_caller_could_not(served: Served, mode: str) -> None:
     before = await served.handled()

@@ -27,7 +27,7 @@ from mcp.shared.exceptions import MCPError
 from vmcp.backends.common import BackendUnavailable
 from vmcp.backends.pool import BackendPool
 from vmcp.catalog.aggregate import Catalog
-from vmcp.clients.relay import Relay
+from vmcp.clients.relay import Relay, is_modern
 from vmcp.config.models import VmcpConfig
 from vmcp.ops import telemetry
 from vmcp.ops.audit import AuditLog
@@ -44,7 +44,9 @@ from vmcp.runs.calls import CompositeRuns
 
 logger = logging.getLogger(__name__)
 
-RESOURCE_NOT_FOUND = -32002  # the spec's code for resources/read of an unknown URI
+# resources/read of an unknown URI: 2025-11-25 names its own code; 2026-07-28 (SEP-2164) uses
+# Invalid Params. Each caller gets its own era's code, and the URI in `data` either way.
+HANDSHAKE_RESOURCE_NOT_FOUND = -32002
 _T = TypeVar("_T")
 
 
@@ -177,6 +179,8 @@ class Pipeline:
             police_uri,
             lambda found: self.forward.resource(ctx, found, params),
             f"resource {uri}",
+            unknown_code=types.INVALID_PARAMS if is_modern(ctx) else HANDSHAKE_RESOURCE_NOT_FOUND,
+            unknown_data={"uri": uri},
         )
 
     async def complete(
@@ -253,15 +257,15 @@ class Pipeline:
         send: Callable[[Target], Awaitable[_T]],
         what: str,
         *,
-        unknown_code: int | None = None,
+        unknown_code: int = types.INVALID_PARAMS,
+        unknown_data: Any = None,
     ) -> _T:
         """Authorize, police and forward one request that is not a tool call; refusals and
         failures are JSON-RPC errors."""
         started = time.monotonic()
         if target is None:
-            code = unknown_code or (RESOURCE_NOT_FOUND if method.startswith("resources/") else types.INVALID_PARAMS)
             self.observer.answered(caller, method, name, None, started, failure="unknown")
-            raise MCPError(code=code, message=f"Unknown {what}")
+            raise MCPError(code=unknown_code, message=f"Unknown {what}", data=unknown_data)
         try:
             if not self.authorization.permits(caller, target, self._catalog()):
                 raise Refusal(f"{what[:1].upper()}{what[1:]} is not available to you (authorization)", "authorization")
