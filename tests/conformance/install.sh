@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the MCP conformance suite (@modelcontextprotocol/conformance, pinned in package.json)
-# and the Node 22 it needs into tests/conformance/node_modules. Idempotent: a complete install is
+# Installs the MCP conformance suite (@modelcontextprotocol/conformance, pinned in package.json:
+# 0.1.16, the 2025-11-25 revision's suite, and under the alias conformance-2026-07-28 the 0.2
+# prerelease that holds the 2026-07-28 revision's requirements) and the Node 22 it needs into tests/conformance/node_modules. Idempotent: a complete install is
 # left alone. Needs only npm (any Node >= 18 to run npm itself): Node 22 comes from npm as the
 # package `node`, so the machine's own Node may stay at 20.
 #
@@ -13,15 +14,21 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 node22="$here/node_modules/.bin/node"
 suite="$here/node_modules/@modelcontextprotocol/conformance"
+next_suite="$here/node_modules/conformance-2026-07-28"
 
 wanted() { # the version package.json pins for a dependency (read with npm's own node)
     node -p "require('$here/package.json').dependencies['$1']"
 }
 
+suite_version() { # the version of the suite installed under a dependency name, or nothing
+    "$node22" -p "require('$here/node_modules/$1/package.json').version" 2>/dev/null
+}
+
 installed() {
-    [[ -x "$node22" && -f "$suite/package.json" && -f "$suite/dist/index.js" ]] || return 1
+    [[ -x "$node22" && -f "$suite/dist/index.js" && -f "$next_suite/dist/index.js" ]] || return 1
     [[ "$("$node22" --version 2>/dev/null)" == "v$(wanted node)" ]] || return 1
-    [[ "$("$node22" -p "require('$suite/package.json').version" 2>/dev/null)" == "$(wanted @modelcontextprotocol/conformance)" ]]
+    [[ "$(suite_version @modelcontextprotocol/conformance)" == "$(wanted @modelcontextprotocol/conformance)" ]] || return 1
+    [[ "npm:@modelcontextprotocol/conformance@$(suite_version conformance-2026-07-28)" == "$(wanted conformance-2026-07-28)" ]]
 }
 
 install() {
@@ -38,4 +45,4 @@ if command -v flock >/dev/null; then
     flock 9
 fi
 install
-echo "conformance suite ready: $("$node22" --version), @modelcontextprotocol/conformance $(wanted @modelcontextprotocol/conformance)"
+echo "conformance suites ready: $("$node22" --version), @modelcontextprotocol/conformance $(suite_version @modelcontextprotocol/conformance) and $(suite_version conformance-2026-07-28)"
