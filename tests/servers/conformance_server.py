@@ -2,10 +2,18 @@
 
     python -m tests.servers.conformance_server [--host H] [--port P]
 
-It serves streamable HTTP on `http://H:P/mcp` and provides exactly the names that
-`@modelcontextprotocol/conformance` 0.1.16's server scenarios call: the `test_*` tools, prompts
-and resources, `test_reconnection` (SSE polling), `json_schema_2020_12_tool`, completion for
-`test_prompt_with_arguments`, `logging/setLevel`, and subscriptions on `test://watched-resource`.
+It serves streamable HTTP on `http://H:P/mcp`, one server for two versions of
+`@modelcontextprotocol/conformance`:
+
+- 0.1.16's server scenarios (the active suite plus `json-schema-2020-12`): the `test_*` tools,
+  prompts and resources, `test_reconnection` (SSE polling), `json_schema_2020_12_tool`, completion
+  for `test_prompt_with_arguments`, `logging/setLevel`, and subscriptions on `test://watched-resource`.
+- 0.2.0-alpha.12's `--requirements 2026-07-28` set (its `tasks-*` extension scenarios aside): the
+  same names, `json_schema_2020_12_tool` with SEP-2106's `allOf`/`anyOf`, `if`/`then`/`else` and
+  `$anchor`, and the diagnostics in `tests.servers.conformance_2026` - the
+  `test_input_required_result_*` tools and prompt, `test_missing_capability`,
+  `test_streaming_elicitation`, `test_logging_tool` and `test_mcp_param_header` (`Mcp-Param-*`).
+
 The suite is run against it directly (the baseline) and through vmcp (which must score the same).
 
 The low-level `Server` is used instead of `MCPServer` because the scenarios check wire details a
@@ -20,7 +28,11 @@ finish when the client retries with `inputResponses` - a gateway in front of thi
 either era. With `--session-requests` the tools ask through the session in both eras, as tools
 written the usual SDK way (`ctx.elicit`, `ctx.session.create_message`) do: they work only on a
 handshake session, so a gateway must reach this server in the handshake era for such callers.
-Resource subscriptions and `logging/setLevel` exist only in the handshake era.
+Resource subscriptions and `logging/setLevel` exist only in the handshake era; in 2026-07-28 a
+tool logs only when the request's `_meta` names a `logLevel` (the SDK enforces it). `requestState`
+is sealed and verified by the SDK's `RequestStateBoundary` under a per-process key, and the
+`Mcp-Param-*` headers of a 2026-07-28 `tools/call` are checked against the called tool's schema
+by the SDK's HTTP entry (`get_tool_input_schema`).
 """
 
 from __future__ import annotations
@@ -33,25 +45,30 @@ import struct
 import warnings
 import wave
 import zlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, get_args
 
 import anyio
 import mcp_types as types
 from mcp.server import Server
-from mcp.server.context import ServerRequestContext
 from mcp.server.streamable_http import EventCallback, EventMessage, EventStore
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from tests.servers.conformance_2026 import (
+    Ctx,
+    Diagnostics2026,
+    PromptHandler,
+    PromptResult,
+    ToolHandler,
+    ToolResult,
+    request_state_boundary,
+)
+
 # Logging, sampling and subscriptions are deprecated in 2026-07-28, but this server exists to
 # exercise them for 2025-era clients; the SDK's reminders would only drown the test logs.
 warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
-
-Ctx = ServerRequestContext[Any, Any]
-ToolResult = types.CallToolResult | types.InputRequiredResult
 
 STEP_DELAY = 0.05  # the suite asks for ~50 ms between a tool's notifications
 WATCHED_URI = "test://watched-resource"
@@ -183,16 +200,29 @@ SEP1330_ENUMS_SCHEMA: dict[str, Any] = _object_schema(
     }
 )
 
+# 0.1.16 reads `$schema`, `$defs` and `additionalProperties`; 0.2.0-alpha.12 also SEP-2106's
+# composition (`allOf` holding an `anyOf`), conditional (`if`/`then`/`else`) and `$anchor` keywords.
 JSON_SCHEMA_TOOL_INPUT: dict[str, Any] = {
     "$schema": JSON_SCHEMA_2020_12,
     "type": "object",
     "$defs": {
         "address": {
+            "$anchor": "addressDef",
             "type": "object",
             "properties": {"street": {"type": "string"}, "city": {"type": "string"}},
         }
     },
-    "properties": {"name": {"type": "string"}, "address": {"$ref": "#/$defs/address"}},
+    "properties": {
+        "name": {"type": "string"},
+        "address": {"$ref": "#/$defs/address"},
+        "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+        "phone": {"type": "string"},
+        "email": {"type": "string"},
+    },
+    "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+    "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+    "then": {"required": ["phone"]},
+    "else": {"required": ["email"]},
     "additionalProperties": False,
 }
 
@@ -222,6 +252,10 @@ class ConformanceFixture:
     session_requests: bool = False  # ask through the session in every era, as SDK-written tools do
     log_levels: dict[str, types.LoggingLevel] = field(default_factory=dict)
     subscriptions: dict[str, set[str]] = field(default_factory=dict)
+    diagnostics: Diagnostics2026 = field(init=False)  # the 0.2.0-alpha.12 (2026-07-28) names
+
+    def __post_init__(self) -> None:
+        self.diagnostics = Diagnostics2026(session_requests=self.session_requests)
 
     @staticmethod
     def _session_key(ctx: Ctx) -> str:
@@ -343,7 +377,7 @@ class ConformanceFixture:
 
     # ------------------------------------------------------------------ catalogue
 
-    def tools(self) -> list[tuple[types.Tool, Callable[[Ctx, types.CallToolRequestParams], Awaitable[ToolResult]]]]:
+    def tools(self) -> list[tuple[types.Tool, ToolHandler]]:
         def tool(name: str, description: str, schema: dict[str, Any] | None = None) -> types.Tool:
             return types.Tool(name=name, description=description, input_schema=schema or _object_schema())
 
@@ -385,11 +419,16 @@ class ConformanceFixture:
                 self._json_schema,
             ),
             (tool("test_reconnection", "Closes its SSE stream mid-call, then answers (SEP-1699)."), self._reconnection),
+            # server-stateless's name for the logging tool: in 2026-07-28 it must stay silent unless
+            # the request's _meta names a logLevel, which the SDK's session enforces for us.
+            (tool("test_logging_tool", "As test_tool_with_logging (no logLevel in _meta: no logs)."), self._logging),
+            *self.diagnostics.tools(),
         ]
 
     def build(self) -> Server[Any]:
         tools = self.tools()
         by_name = {definition.name: handler for definition, handler in tools}
+        schemas = {definition.name: definition.input_schema for definition, _ in tools}
 
         async def list_tools(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
             return types.ListToolsResult(tools=[definition for definition, _ in tools])
@@ -400,11 +439,15 @@ class ConformanceFixture:
                 raise MCPError(code=types.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
             return await handler(ctx, params)
 
+        name = "vmcp-conformance-fixture"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MCPDeprecationWarning)
-            return Server(
-                "vmcp-conformance-fixture",
+            server = Server(
+                name,
                 version="1.0.0",
+                # The SDK's 2026-07-28 HTTP entry checks a tools/call's Mcp-Param-* headers against
+                # the called tool's schema (SEP-2243); this saves it a tools/list per call.
+                get_tool_input_schema=schemas.get,
                 on_list_tools=list_tools,
                 on_call_tool=call_tool,
                 on_list_resources=self._list_resources,
@@ -417,6 +460,8 @@ class ConformanceFixture:
                 on_completion=self._complete,
                 on_set_logging_level=self._set_level,
             )
+        server.middleware.append(request_state_boundary(name))
+        return server
 
     # ------------------------------------------------------------------ logging
 
@@ -517,10 +562,14 @@ class ConformanceFixture:
                     arguments=[argument("resourceUri", "URI of the resource to embed")],
                 ),
                 types.Prompt(name="test_prompt_with_image", description="A prompt that carries an image."),
+                *(prompt for prompt, _ in self.diagnostics.prompts()),
             ]
         )
 
-    async def _get_prompt(self, ctx: Ctx, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+    async def _get_prompt(self, ctx: Ctx, params: types.GetPromptRequestParams) -> PromptResult:
+        diagnostic: dict[str, PromptHandler] = {prompt.name: handler for prompt, handler in self.diagnostics.prompts()}
+        if params.name in diagnostic:
+            return await diagnostic[params.name](ctx, params)
         arguments = params.arguments or {}
 
         def user(content: types.ContentBlock) -> types.PromptMessage:
