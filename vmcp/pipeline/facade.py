@@ -31,6 +31,7 @@ from vmcp.pipeline.forward import Inbound
 from vmcp.pipeline.identify import bearer_token, caller_of
 from vmcp.pipeline.requests import Pipeline
 from vmcp.runs.calls import CompositeRuns
+from vmcp.runs.tasks import TASK_METHODS, TASKS_EXTENSION, TaskParams
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,10 @@ class Facade:
         # Registered directly rather than as on_set_logging_level, which warns that logging is
         # deprecated at 2026-07-28: handshake-era clients still use it, and vmcp relays it.
         self.server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self._set_level)
+        if self.runs.tools:  # composite runs are served as MCP tasks to clients that declare them
+            self.server.extensions[TASKS_EXTENSION] = {}
+            for method in TASK_METHODS:
+                self.server.add_request_handler(method, TaskParams, self._task_handler(method))
         # The SDK's per-message OpenTelemetry middleware costs ~10% of a forwarded call even with
         # no exporter installed; vmcp traces on its own terms. Its own middleware only notes
         # handshake-era sessions, to tell them when the catalogue changes.
@@ -160,6 +165,12 @@ class Facade:
         )
         forwarded = params.model_dump(by_alias=True, mode="json", exclude_none=True)
         return await self.pipeline.call_tool(caller_of(ctx), forwarded, inbound)
+
+    def _task_handler(self, method: str) -> Any:
+        async def handle(ctx: ServerRequestContext[Any], params: TaskParams) -> dict[str, Any]:
+            return await self.pipeline.task(ctx, caller_of(ctx), method, params)
+
+        return handle
 
     async def _list_prompts(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None

@@ -41,6 +41,9 @@ from vmcp.pipeline.police import Refusal, police, police_uri
 from vmcp.pipeline.reshape import reshape
 from vmcp.pipeline.route import Target
 from vmcp.runs.calls import CompositeRuns
+from vmcp.runs.orchestrator import TemporalUnreachable
+from vmcp.runs.tasks import TaskParams, declares_tasks, missing_capability
+from vmcp.runs.tools import CANCEL_TOOL, STATUS_TOOL
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +149,41 @@ class Pipeline:
         except Exception:  # boundary: nothing escapes, and the caller learns nothing of vmcp's insides
             logger.exception("tools/call %s failed", name)
             return error_result(f"Tool {name!r} failed inside vmcp; the operator's logs say why.")
+
+    # ------------------------------------------------------------------ tasks
+
+    async def task(
+        self, ctx: ServerRequestContext[Any], caller: Mapping[str, Any], method: str, params: TaskParams
+    ) -> dict[str, Any]:
+        """`tasks/get`, `tasks/update` or `tasks/cancel` on a composite run: for a client that
+        declared the tasks extension, on runs it may follow (as `vmcp_run_status` /
+        `vmcp_run_cancel` would let it); audited and counted like every request."""
+        started = time.monotonic()
+        target = route.own_tool(CANCEL_TOOL if method == "tasks/cancel" else STATUS_TOOL)
+        if not declares_tasks(ctx):
+            error = missing_capability()
+            self.observer.answered(caller, method, params.task_id, target, started, failure=error.error.message)
+            raise error
+        others = self.authorization.rules.reaches_others_runs(caller, target.name)
+        tasks = self.runs.tasks
+        try:
+            if method == "tasks/get":
+                result = await tasks.get(caller, params.task_id, others=others)
+            elif method == "tasks/update":
+                result = await tasks.update(caller, params.task_id, params.input_responses, others=others)
+            else:
+                result = await tasks.cancel(caller, params.task_id, others=others)
+        except MCPError as exc:
+            self.observer.answered(caller, method, params.task_id, target, started, failure=exc.error.message)
+            raise
+        except TemporalUnreachable as exc:
+            logger.warning("%s %s: %s", method, params.task_id, exc)
+            self.observer.answered(caller, method, params.task_id, target, started, failure="Temporal unreachable")
+            raise MCPError(
+                code=types.INTERNAL_ERROR, message=f"{method}: runs live in Temporal, which is not reachable now"
+            ) from None
+        self.observer.answered(caller, method, params.task_id, target, started)
+        return result
 
     # ------------------------------------------------------------------ prompts, resources, completion
 

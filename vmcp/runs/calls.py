@@ -31,6 +31,7 @@ from vmcp.ops import logs
 from vmcp.runs.orchestrator import Orchestrator, RunNotFound, TemporalUnreachable
 from vmcp.runs.questions import Questions, can_elicit, open_questions
 from vmcp.runs.request_state import InvalidState
+from vmcp.runs.tasks import RunTasks, created, declares_tasks
 from vmcp.runs.tools import BUILTIN_TOOLS, RunTools, error, result_of, still_going
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class CompositeRuns:
         self.orchestrator = orchestrator or Orchestrator(config)
         self.run_tools = RunTools(self.orchestrator)
         self.questions = Questions(self.orchestrator, config.resolve_path(config.server.request_state_key_file))
+        self.tasks = RunTasks(self.orchestrator, self.run_tools, self.questions)
         self._validators = {name: _validator(tool.parameters) for name, tool in self.tools.items()}
 
     @property
@@ -98,7 +100,7 @@ class CompositeRuns:
         caller: Mapping[str, Any],
         *,
         others: bool = False,
-    ) -> types.CallToolResult | types.InputRequiredResult:
+    ) -> types.CallToolResult | types.InputRequiredResult | dict[str, Any]:
         """A composite or built-in run tool, for `caller` (whom the pipeline identified; `others`:
         whether it may reach runs other callers started)."""
         name, arguments = params.name, dict(params.arguments or {})
@@ -125,7 +127,7 @@ class CompositeRuns:
         arguments: dict[str, Any],
         catalog: Catalog,
         caller: Mapping[str, Any],
-    ) -> types.CallToolResult | types.InputRequiredResult:
+    ) -> types.CallToolResult | types.InputRequiredResult | dict[str, Any]:
         params = with_defaults(tool.parameters, arguments)
         problems = sorted(self._validators[tool.name].iter_errors(params), key=lambda e: list(e.path))
         if problems:
@@ -138,6 +140,8 @@ class CompositeRuns:
         definition = resolved.model_dump(mode="json")
         run = CompositeRunInput(tool=tool.name, definition=definition, params=params, caller=run_caller(caller))
         await self.orchestrator.start(run_id, run, tool.run_timeout)
+        if declares_tasks(ctx):  # the run is durable now: any replica answers tasks/get for it
+            return created(run_id)
         with logs.about_run(run_id):
             return await self._follow(ctx, run_id, tool, caller)
 

@@ -58,7 +58,7 @@ class Questions:
     ) -> types.InputRequiredResult:
         """The 2026-07-28 way to ask: the client answers and retries the call with `requestState`,
         which is sealed to this run and to `caller` (nobody else may answer with it)."""
-        requests: types.InputRequests = {q["step"]: self._request(run_id, q) for q in questions}
+        requests: types.InputRequests = {q["step"]: self.request(run_id, q) for q in questions}
         steps = {q["step"]: q["step"] for q in questions}
         state = self.sealer.seal(PendingQuestions(run_id, tool, steps, run_owner(dict(caller))))
         return types.InputRequiredResult(input_requests=requests, request_state=state)
@@ -76,7 +76,7 @@ class Questions:
         """The handshake-era way: `elicitation/create` now, the answer sent to the run. False when
         the client could not answer (the run then waits for an answer by signal or Update)."""
         for question in questions:
-            answer = await ask(ctx, self._request(run_id, question))
+            answer = await ask(ctx, self.request(run_id, question))
             if not isinstance(answer, types.ElicitResult):
                 return False
             await self.deliver(run_id, question["step"], answer, caller)
@@ -110,7 +110,9 @@ class Questions:
         else:
             self._refusals.pop((run_id, step), None)
 
-    def _request(self, run_id: str, question: dict[str, Any]) -> types.ElicitRequest:
+    def request(self, run_id: str, question: dict[str, Any]) -> types.ElicitRequest:
+        """The `elicitation/create` request that asks `question`, telling why the previous answer
+        was refused when this process delivered it (a refused answer leaves no trace in the run)."""
         message = str(question.get("message", ""))
         refused = self._refusals.get((run_id, question["step"]))
         if refused:

@@ -114,13 +114,13 @@ class RunTools:
         if not isinstance(run_id, str) or not run_id:
             return error(f"{name}: argument `run_id` is required (a run id such as vmcp-<tool>-<uuid>)")
         try:
-            owner = await self.orchestrator.owner(run_id)
+            if name in (APPROVE_TOOL, REJECT_TOOL):
+                await self.orchestrator.owner(run_id)  # any run of this vmcp: its gate decides who decides
+                return await self._decide(caller, name, run_id, arguments)
+            if not await self.reaches(caller, run_id, others=others):
+                return error(_no_run(name, run_id))
         except RunNotFound:  # NotARun too: the same words, whatever the id names
             return error(_no_run(name, run_id))
-        if name not in (APPROVE_TOOL, REJECT_TOOL) and not others and owner != run_owner(dict(caller)):
-            return error(_no_run(name, run_id))
-        if name in (APPROVE_TOOL, REJECT_TOOL):
-            return await self._decide(caller, name, run_id, arguments)
         if name == STATUS_TOOL:
             return data(await self.orchestrator.status(run_id))
         if name == CANCEL_TOOL:
@@ -133,6 +133,13 @@ class RunTools:
         if output is None:
             return still_going(run_id, await self.orchestrator.status(run_id))
         return result_of(run_id, output)
+
+    async def reaches(self, caller: Mapping[str, Any], run_id: str, *, others: bool) -> bool:
+        """Whether `caller` may follow run `run_id` (its status, result, cancellation; as a task
+        too): its own runs, and others' when `others`. RunNotFound (NotARun too) for an id that
+        names no run of this vmcp."""
+        owner = await self.orchestrator.owner(run_id)
+        return others or owner == run_owner(dict(caller))
 
     async def _decide(
         self, caller: Mapping[str, Any], name: str, run_id: str, arguments: dict[str, Any]

@@ -1,0 +1,267 @@
+"""Composite runs as MCP tasks (the `io.modelcontextprotocol/tasks` extension, SEP-2663), through a
+real `vmcp dev` stack, spoken on the wire as a 2026-07-28 client that declares the extension: the
+Python SDK's client has no tasks support, so these requests are JSON-RPC over HTTP, as the
+extension defines them.
+
+A composite call answers at once with a task whose id is the run id; `tasks/get` follows the run to
+its result (the same result the call gives without tasks), a run's question is an `input_required`
+task answered with `tasks/update`, `tasks/cancel` cancels the workflow, and a client that did not
+declare the extension neither gets a task nor reaches the task methods."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import yaml
+from mcp import Client
+
+from tests.integration.test_questions import FORM
+from tests.support.processes import DevStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
+
+TASKS = "io.modelcontextprotocol/tasks"
+MODERN = "2026-07-28"
+
+
+def composites() -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "pair",
+            "description": "Two steps, the second after the first.",
+            "parameters": {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]},
+            "steps": [
+                {"id": "first", "tool": "fault.slow", "arguments": {"seconds": 1, "label": "{{ params.label }}-1"}},
+                {
+                    "id": "second",
+                    "tool": "fault.tally",
+                    "arguments": {"label": "{{ params.label }}-2"},
+                    "depends_on": ["first"],
+                },
+            ],
+            "output": {"second": "{{ steps.second.output.label }}"},
+        },
+        {
+            "name": "ask_branch",
+            "parameters": {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]},
+            "steps": [
+                {
+                    "id": "ask",
+                    "type": "elicitation",
+                    "message": "Branch for {{ params.label }}?",
+                    "requested_schema": FORM,
+                },
+                {
+                    "id": "ship",
+                    "tool": "fault.tally",
+                    "arguments": {"label": "{{ params.label }}/{{ steps.ask.output.content.branch }}"},
+                    "depends_on": ["ask"],
+                },
+            ],
+            "output": {"branch": "{{ steps.ask.output.content.branch }}"},
+        },
+        {
+            "name": "long_wait",
+            "parameters": {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]},
+            "steps": [
+                {"id": "nap", "tool": "fault.slow", "arguments": {"seconds": 120, "label": "{{ params.label }}"}}
+            ],
+        },
+    ]
+
+
+class Wire:
+    """A 2026-07-28 client on raw HTTP; `tasks` says whether its requests declare the extension."""
+
+    def __init__(self, url: str, *, tasks: bool = True) -> None:
+        self.url = url
+        self.tasks = tasks
+        self._ids = 0
+
+    async def send(self, method: str, params: dict[str, Any], name: str | None = None) -> httpx.Response:
+        self._ids += 1
+        capabilities: dict[str, Any] = {"elicitation": {}}
+        if self.tasks:
+            capabilities["extensions"] = {TASKS: {}}
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientInfo": {"name": "tasks-test", "version": "1"},
+            "io.modelcontextprotocol/clientCapabilities": capabilities,
+        }
+        body = {"jsonrpc": "2.0", "id": self._ids, "method": method, "params": {**params, "_meta": meta}}
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+            "Mcp-Protocol-Version": MODERN,
+            "Mcp-Method": method,
+        }
+        if name is not None:
+            headers["Mcp-Name"] = name
+        async with httpx.AsyncClient(timeout=60) as http:
+            return await http.post(self.url, json=body, headers=headers)
+
+    async def result(self, method: str, params: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+        response = await self.send(method, params, name)
+        assert response.status_code == 200, response.text
+        message = response.json()
+        assert "result" in message, message
+        return dict(message["result"])
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        return await self.result("tools/call", {"name": tool, "arguments": arguments}, tool)
+
+    async def task(self, method: str, task_id: str, **params: Any) -> dict[str, Any]:
+        return await self.result(method, {"taskId": task_id, **params}, task_id)
+
+    async def until(self, task_id: str, done: Callable[[dict[str, Any]], bool], seconds: float = 60) -> dict[str, Any]:
+        seen: list[dict[str, Any]] = []
+        with anyio.move_on_after(seconds):
+            while True:
+                seen.append(await self.task("tasks/get", task_id))
+                if done(seen[-1]):
+                    return seen[-1]
+                await anyio.sleep(0.2)
+        raise AssertionError(f"task {task_id} did not get there within {seconds:g}s; last seen: {seen[-1:]}")
+
+
+def ack(result: dict[str, Any]) -> bool:
+    """An empty acknowledgement: `resultType: complete` and no task envelope (`_meta` aside)."""
+    return result.get("resultType") == "complete" and not result.keys() - {"resultType", "_meta"}
+
+
+def terminal(task: dict[str, Any]) -> bool:
+    return task["status"] in ("completed", "failed", "cancelled")
+
+
+class Stack:
+    def __init__(self, url: str, config_file: Path, fault_url: str) -> None:
+        self.url = url
+        self.config_file = config_file
+        self.fault_url = fault_url
+
+    async def tallies(self) -> dict[str, int]:
+        async with Client(self.fault_url) as direct:
+            result = await direct.call_tool("count", {})
+        assert result.structured_content is not None
+        return dict(result.structured_content["tallies"])
+
+
+@pytest.fixture(scope="module")
+def stack(module_procs: Any, tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int]) -> Iterator[Stack]:
+    fault = module_procs.fault_http("fault")
+    directory = tmp_path_factory.mktemp("tasks")
+    config = {
+        "server": {"host": "127.0.0.1", "port": 0, "request_state_key_file": str(directory / "state.key")},
+        "temporal": {
+            "address": f"127.0.0.1:{free_port()}",
+            "task_queue": f"vmcp-tasks-{uuid.uuid4().hex[:8]}",
+            "dev_server": {"db_file": ".vmcp/temporal.db", "ui_port": 0},
+        },
+        "backends": [{"name": "fault", "transport": "streamable-http", "url": fault.url}],
+        "composite_tools": composites(),
+    }
+    config_file = directory / "vmcp.yaml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    dev = DevStack(config_file)
+    try:
+        yield Stack(dev.wait_ready()[0], config_file, fault.url)
+    finally:
+        dev.shut_down()
+
+
+async def test_the_extension_is_advertised(stack: Stack) -> None:
+    discovered = await Wire(stack.url).result("server/discover", {})
+    assert discovered["capabilities"]["extensions"][TASKS] == {}, discovered
+    assert "tasks" not in discovered["capabilities"], "the v1 capabilities.tasks slot is not used"
+
+
+async def test_a_composite_call_is_a_task_that_ends_with_the_calls_own_result(stack: Stack) -> None:
+    wire = Wire(stack.url)
+    label = f"pair-{uuid.uuid4().hex[:6]}"
+    created = await wire.call("pair", {"label": label})
+    assert created["resultType"] == "task", created
+    run_id = created["taskId"]
+    assert run_id.startswith("vmcp-pair-"), created
+    assert created["status"] == "working" and created["ttlMs"] is None and created["pollIntervalMs"] > 0, created
+    assert not {"result", "error", "inputRequests", "requestState", "task"} & created.keys(), created
+
+    working = await wire.task("tasks/get", run_id)
+    assert working["resultType"] == "complete" and working["taskId"] == run_id, working
+    assert working["status"] == "working" and "result" not in working, working
+    done = await wire.until(run_id, terminal)
+    assert done["status"] == "completed", done
+    assert done["result"]["structuredContent"] == {"second": f"{label}-2"}, done
+    assert done["result"]["isError"] is False and done["result"]["_meta"]["io.vmcp/run_id"] == run_id, done
+    tallies = await stack.tallies()
+    assert (tallies[f"{label}-1"], tallies[f"{label}-2"]) == (1, 1), tallies  # every step once
+
+    # the same tool, called by a client that did not declare tasks: its result, in the call
+    plain = await Wire(stack.url, tasks=False).call("pair", {"label": f"{label}-plain"})
+    assert plain.get("resultType") == "complete" and "taskId" not in plain, plain
+    assert plain["structuredContent"] == {"second": f"{label}-plain-2"}, plain
+
+
+async def test_a_question_is_an_input_required_task_answered_by_tasks_update(stack: Stack) -> None:
+    wire = Wire(stack.url)
+    label = f"ask-{uuid.uuid4().hex[:6]}"
+    run_id = (await wire.call("ask_branch", {"label": label}))["taskId"]
+    asking = await wire.until(run_id, lambda task: task["status"] != "working")
+    assert asking["status"] == "input_required", asking
+    [(key, request)] = asking["inputRequests"].items()
+    assert request["method"] == "elicitation/create", request
+    assert request["params"]["message"] == f"Branch for {label}?", request
+    assert request["params"]["requestedSchema"]["required"] == FORM["required"], request
+
+    # an answer the step's schema refuses: asked again, under a new key, saying why
+    refused = {key: {"action": "accept", "content": {"branch": "x", "copies": 0}}}
+    assert ack(await wire.task("tasks/update", run_id, inputResponses=refused))
+    again = await wire.until(run_id, lambda task: key not in task.get("inputRequests", {key: 1}))
+    assert again["status"] == "input_required", again
+    [(second_key, second)] = again["inputRequests"].items()
+    assert second_key != key and "not accepted" in second["params"]["message"], again
+
+    # a response under a key that is not outstanding any more is ignored
+    stale = {key: {"action": "accept", "content": {"branch": "old", "copies": 1}}}
+    await wire.task("tasks/update", run_id, inputResponses=stale)
+    answer = {second_key: {"action": "accept", "content": {"branch": "main", "copies": 1}}}
+    await wire.task("tasks/update", run_id, inputResponses=answer)
+    done = await wire.until(run_id, terminal)
+    assert done["status"] == "completed" and done["result"]["structuredContent"] == {"branch": "main"}, done
+    tallies = await stack.tallies()
+    assert tallies.get(f"{label}/main") == 1 and f"{label}/old" not in tallies, tallies
+
+
+async def test_tasks_cancel_cancels_the_run_and_is_idempotent(stack: Stack) -> None:
+    wire = Wire(stack.url)
+    label = f"nap-{uuid.uuid4().hex[:6]}"
+    run_id = (await wire.call("long_wait", {"label": label}))["taskId"]
+    assert ack(await wire.task("tasks/cancel", run_id))
+    cancelled = await wire.until(run_id, terminal)
+    assert cancelled["status"] == "cancelled" and "result" not in cancelled, cancelled
+    assert ack(await wire.task("tasks/cancel", run_id))
+    assert label not in await stack.tallies()
+
+
+@pytest.mark.parametrize("method", ["tasks/get", "tasks/update", "tasks/cancel"])
+async def test_without_the_extension_the_task_methods_are_refused(stack: Stack, method: str) -> None:
+    run_id = (await Wire(stack.url).call("pair", {"label": f"gate-{uuid.uuid4().hex[:6]}"}))["taskId"]
+    extra = {"inputResponses": {}} if method == "tasks/update" else {}
+    response = await Wire(stack.url, tasks=False).send(method, {"taskId": run_id, **extra}, run_id)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == -32021 and error["data"]["requiredCapabilities"]["extensions"] == {TASKS: {}}, error
+
+
+@pytest.mark.parametrize(
+    "task_id", ["vmcp-pair-00000000-0000-0000-0000-000000000000", "not-a-run", "vmcp-pair-" + "x" * 5000]
+)
+async def test_an_unknown_task_is_invalid_params(stack: Stack, task_id: str) -> None:
+    response = await Wire(stack.url).send("tasks/get", {"taskId": task_id}, task_id[:100])
+    error = response.json()["error"]
+    assert error["code"] == -32602 and "no task" in error["message"], error
