@@ -1,6 +1,8 @@
-"""The official MCP conformance suite (`@modelcontextprotocol/conformance`, pinned in package.json).
+"""The official MCP conformance suite (`@modelcontextprotocol/conformance`, pinned in package.json:
+0.1.16 for the 2025-11-25 revision, and the 0.2.0-alpha.12 prerelease for `--requirements
+2026-07-28`).
 
-`install.sh` puts the suite and the Node 22 it needs into `tests/conformance/node_modules`.
+`install.sh` puts both suites and the Node 22 they need into `tests/conformance/node_modules`.
 The suite runs twice: against the fixture server (`tests/servers/conformance_server.py`) directly,
 the baseline, and against `vmcp serve` fronting that fixture as its only backend with names
 unchanged, which must pass every scenario the fixture passes. Each run writes one `checks.json`
@@ -30,6 +32,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 NODE = HERE / "node_modules" / ".bin" / "node"
 SUITE = HERE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist" / "index.js"
+# The 0.2 prerelease holds the 2026-07-28 revision's requirement set (`--requirements 2026-07-28`)
+NEXT_SUITE = HERE / "node_modules" / "conformance-2026-07-28" / "dist" / "index.js"
+REVISION = "2026-07-28"
+# Scenarios of an extension the requirement set runs but does not score (the tasks extension:
+# vmcp's own composite tasks and relayed backend tasks are tested on their own)
+EXTENSION_PREFIX = "tasks-"
 START_TIMEOUT = 60.0
 SUITE_TIMEOUT = 900.0  # the whole active suite; two shared cores
 
@@ -100,6 +108,14 @@ class SuiteRun:
             lines.append(self.output[-4000:])
         return "\n".join(lines)
 
+    def outcomes(self) -> dict[str, dict[str, str]]:
+        """Scenario -> check id -> status, for the scenarios outside the unscored extension."""
+        return {
+            scenario: {str(check.get("id")): str(check.get("status")) for check in checks}
+            for scenario, checks in self.checks.items()
+            if not scenario.startswith(EXTENSION_PREFIX)
+        }
+
     def assert_passed(self, expected: frozenset[str]) -> None:
         assert set(self.checks) == set(expected), f"scenarios run differ from those expected:\n{self.report()}"
         assert not self.failures(), self.report()
@@ -115,10 +131,15 @@ def _read_checks(out_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return checks
 
 
-def run_suite(url: str, out_dir: Path, scenario: str | None = None) -> SuiteRun:
-    args = [str(NODE), str(SUITE), "server", "--url", url, "-o", str(out_dir)]
+def run_suite(url: str, out_dir: Path, scenario: str | None = None, *, requirements: str | None = None) -> SuiteRun:
+    """0.1.16's active suite (or one `scenario` of it); with `requirements`, the prerelease's
+    requirement set of that revision."""
+    suite = NEXT_SUITE if requirements is not None else SUITE
+    args = [str(NODE), str(suite), "server", "--url", url, "-o", str(out_dir)]
     if scenario is not None:
         args += ["--scenario", scenario]
+    if requirements is not None:
+        args += ["--requirements", requirements]
     out_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(args, cwd=HERE, capture_output=True, text=True, timeout=SUITE_TIMEOUT, check=False)
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, _read_checks(out_dir))
@@ -300,3 +321,44 @@ def test_vmcp_stateless_mode_gives_up_only_what_is_documented(
     run = run_suite(url, tmp_path / "stateless")
     assert set(run.checks) == set(ACTIVE_SCENARIOS), run.report()
     assert set(run.failures()) == STATELESS_GIVES_UP, run.report()
+
+
+# --------------------------------------------------------------------------- the 2026-07-28 requirements
+
+
+def test_vmcp_scores_what_the_fixture_scores_on_the_2026_07_28_requirements(
+    conformance_cli: Path, fixture_url: str, module_procs: Any, tmp_path: Path
+) -> None:
+    """`--requirements 2026-07-28`: the fixture passes every scored scenario directly, and vmcp in
+    front of it (default `protocol: auto`) gives the same outcome for every check: MRTR relayed
+    with its requestState (tampering refused by the backend), HTTP header validation, caching
+    hints, resource-not-found, the stateless rules. Where vmcp does more than the fixture (it
+    serves `subscriptions/listen`), checks the fixture skips may pass or warn through vmcp; none
+    may fail."""
+    direct = run_suite(fixture_url, tmp_path / "direct", requirements=REVISION)
+    assert len(direct.outcomes()) >= 40, direct.report()
+    assert not {name for name in direct.failures() if not name.startswith(EXTENSION_PREFIX)}, direct.report()
+    config = {
+        "temporal": {"address": "127.0.0.1:1"},
+        "backends": [{"name": "conf", "transport": "streamable-http", "url": fixture_url}],
+        "aggregation": {"conflict_resolution": "manual"},
+    }
+    served = module_procs.vmcp(config, filename="vmcp-conformance-2026.yaml")
+    through = run_suite(str(served.url), tmp_path / "through-vmcp", requirements=REVISION)
+    print(through.report())
+    expected, got = direct.outcomes(), through.outcomes()
+    assert got.keys() == expected.keys(), through.report()
+    differences = {
+        f"{scenario}/{check}": (status, got[scenario].get(check, "missing"))
+        for scenario, checks in expected.items()
+        for check, status in checks.items()
+        if got[scenario].get(check, "missing") != status and status != "SKIPPED"
+    }
+    assert not differences, f"direct -> through vmcp: {differences}\n{through.report()}"
+    failed_only_through_vmcp = {
+        f"{scenario}/{check}"
+        for scenario, checks in got.items()
+        for check, status in checks.items()
+        if status == "FAILURE" and expected[scenario].get(check) != "FAILURE"
+    }
+    assert not failed_only_through_vmcp, through.report()
