@@ -35,6 +35,7 @@ import yaml
 from mcp import Client
 
 from tests.support.processes import DEADLINE, Child, poll, tail
+from tests.support.tasks_client import CreatedTask, TasksExtension, get_task, until_terminal
 from tests.support.temporal import TemporalServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -298,6 +299,36 @@ async def test_a_run_survives_a_worker_killed_mid_step(stack: Stack) -> None:
     b_completions = counted["tallies"].get(f"{tag}-b", 0)
     assert b_completions >= 1, counted
     assert b_completions + counted["cancelled"] == 2, counted
+
+
+async def test_a_task_is_answered_by_any_replica_and_outlives_kill_9_of_facade_and_worker(stack: Stack) -> None:
+    """A composite called as an MCP task by the Python SDK's client (with a tasks extension): the
+    task comes back at once, a second façade replica answers `tasks/get` for it, and after the
+    façade and the worker are killed mid-step and restarted, `tasks/get` ends with the completed
+    result, every step's call made once (the interrupted one again under its key)."""
+    stack.start_facade()
+    await stack.start_worker()
+    replica = stack.procs.vmcp(stack.config, filename="replica.yaml")
+    tag = f"task-{uuid.uuid4().hex[:6]}"
+    async with Client(stack.url, mode="2026-07-28", extensions=[TasksExtension()]) as client:
+        created = await client.session.call_tool(TOOL, {"tag": tag}, allow_claimed=True)
+    assert isinstance(created, CreatedTask) and created.status == "working", created
+    run_id = created.task_id
+    assert run_id.startswith(f"vmcp-{TOOL}-"), run_id
+    await stack.wait_until_b_is_in_progress(run_id, tag)
+    async with Client(str(replica.url), mode="2026-07-28", extensions=[TasksExtension()]) as other:
+        seen = await get_task(other, run_id)
+    assert seen.status == "working" and "running: b" in (seen.status_message or ""), seen
+
+    stack.workers[-1].kill()
+    stack.facade.proc.kill()
+    await stack.start_worker()
+    stack.start_facade()
+    async with Client(stack.url, mode="2026-07-28", extensions=[TasksExtension()]) as client:
+        done = await until_terminal(client, run_id, seconds=DEADLINE)
+    assert done.status == "completed" and done.result is not None, f"{done}\n{stack.logs()}"
+    assert_completed(types.CallToolResult.model_validate(done.result), run_id, tag, stack)
+    assert_tallies_ran_once(await stack.counters(), run_id, tag)
 
 
 async def test_a_run_survives_temporal_killed_mid_step(stack: Stack) -> None:

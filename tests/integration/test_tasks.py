@@ -23,6 +23,7 @@ from mcp import Client
 
 from tests.integration.test_questions import FORM
 from tests.support.processes import DevStack
+from tests.support.tasks_client import CreatedTask, TasksExtension
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
 
@@ -265,3 +266,15 @@ async def test_an_unknown_task_is_invalid_params(stack: Stack, task_id: str) -> 
     response = await Wire(stack.url).send("tasks/get", {"taskId": task_id}, task_id[:100])
     error = response.json()["error"]
     assert error["code"] == -32602 and "no task" in error["message"], error
+
+
+async def test_the_python_sdk_client_with_a_tasks_extension_gets_the_result_through_the_task(stack: Stack) -> None:
+    """The SDK's client taking the task (its claim polls `tasks/get`) ends with the same result a
+    call without tasks returns."""
+    label = f"sdk-{uuid.uuid4().hex[:6]}"
+    async with Client(stack.url, mode=MODERN, extensions=[TasksExtension()]) as client:
+        created = await client.session.call_tool("pair", {"label": label}, allow_claimed=True)
+        assert isinstance(created, CreatedTask), created
+        result = await client.call_tool("pair", {"label": f"{label}-again"})
+    assert not result.is_error and result.structured_content == {"second": f"{label}-again-2"}, result
+    assert (result.meta or {})["io.vmcp/run_id"].startswith("vmcp-pair-"), result
