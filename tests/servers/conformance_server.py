@@ -8,11 +8,13 @@ It serves streamable HTTP on `http://H:P/mcp`, one server for two versions of
 - 0.1.16's server scenarios (the active suite plus `json-schema-2020-12`): the `test_*` tools,
   prompts and resources, `test_reconnection` (SSE polling), `json_schema_2020_12_tool`, completion
   for `test_prompt_with_arguments`, `logging/setLevel`, and subscriptions on `test://watched-resource`.
-- 0.2.0-alpha.12's `--requirements 2026-07-28` set (its `tasks-*` extension scenarios aside): the
-  same names, `json_schema_2020_12_tool` with SEP-2106's `allOf`/`anyOf`, `if`/`then`/`else` and
-  `$anchor`, and the diagnostics in `tests.servers.conformance_2026` - the
-  `test_input_required_result_*` tools and prompt, `test_missing_capability`,
-  `test_streaming_elicitation`, `test_logging_tool` and `test_mcp_param_header` (`Mcp-Param-*`).
+- 0.2.0-alpha.12's `--requirements 2026-07-28` set: the same names, `json_schema_2020_12_tool`
+  with SEP-2106's `allOf`/`anyOf`, `if`/`then`/`else` and `$anchor`, and the diagnostics in
+  `tests.servers.conformance_2026` - the `test_input_required_result_*` tools and prompt,
+  `test_missing_capability`, `test_streaming_elicitation`, `test_logging_tool` and
+  `test_mcp_param_header` (`Mcp-Param-*`); and for its `tasks-*` scenarios the tasks extension
+  (SEP-2663) in `tests.servers.conformance_tasks`: `greet`, `slow_compute`, `failing_job`,
+  `protocol_error_job`, `confirm_delete`, `multi_input`, `test_tool_with_task` and `tasks/*`.
 
 The suite is run against it directly (the baseline) and through vmcp (which must score the same).
 
@@ -65,6 +67,7 @@ from tests.servers.conformance_2026 import (
     ToolResult,
     request_state_boundary,
 )
+from tests.servers.conformance_tasks import ConformanceTasks
 
 # Logging, sampling and subscriptions are deprecated in 2026-07-28, but this server exists to
 # exercise them for 2025-era clients; the SDK's reminders would only drown the test logs.
@@ -253,9 +256,11 @@ class ConformanceFixture:
     log_levels: dict[str, types.LoggingLevel] = field(default_factory=dict)
     subscriptions: dict[str, set[str]] = field(default_factory=dict)
     diagnostics: Diagnostics2026 = field(init=False)  # the 0.2.0-alpha.12 (2026-07-28) names
+    tasks: ConformanceTasks = field(init=False)  # the tasks extension (SEP-2663) and its tools
 
     def __post_init__(self) -> None:
         self.diagnostics = Diagnostics2026(session_requests=self.session_requests)
+        self.tasks = ConformanceTasks(session_requests=self.session_requests)
 
     @staticmethod
     def _session_key(ctx: Ctx) -> str:
@@ -428,10 +433,12 @@ class ConformanceFixture:
     def build(self) -> Server[Any]:
         tools = self.tools()
         by_name = {definition.name: handler for definition, handler in tools}
-        schemas = {definition.name: definition.input_schema for definition, _ in tools}
+        # The tasks extension's tools are listed here and called through `self.tasks` (see install below).
+        definitions = [definition for definition, _ in tools] + self.tasks.definitions()
+        schemas = {definition.name: definition.input_schema for definition in definitions}
 
         async def list_tools(ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-            return types.ListToolsResult(tools=[definition for definition, _ in tools])
+            return types.ListToolsResult(tools=definitions)
 
         async def call_tool(ctx: Ctx, params: types.CallToolRequestParams) -> ToolResult:
             handler = by_name.get(params.name)
@@ -445,6 +452,7 @@ class ConformanceFixture:
             server = Server(
                 name,
                 version="1.0.0",
+                lifespan=self.tasks.lifespan,  # the task group the tasks' work runs in
                 # The SDK's 2026-07-28 HTTP entry checks a tools/call's Mcp-Param-* headers against
                 # the called tool's schema (SEP-2243); this saves it a tools/list per call.
                 get_tool_input_schema=schemas.get,
@@ -461,6 +469,7 @@ class ConformanceFixture:
                 on_set_logging_level=self._set_level,
             )
         server.middleware.append(request_state_boundary(name))
+        self.tasks.install(server)
         return server
 
     # ------------------------------------------------------------------ logging
