@@ -35,9 +35,7 @@ SUITE = HERE / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist"
 # The 0.2 prerelease holds the 2026-07-28 revision's requirement set (`--requirements 2026-07-28`)
 NEXT_SUITE = HERE / "node_modules" / "conformance-2026-07-28" / "dist" / "index.js"
 REVISION = "2026-07-28"
-# Scenarios of an extension the requirement set runs but does not score (the tasks extension:
-# vmcp's own composite tasks and relayed backend tasks are tested on their own)
-EXTENSION_PREFIX = "tasks-"
+TASKS_SCENARIO_PREFIX = "tasks-"  # the tasks extension's scenarios: run, not scored for the revision
 START_TIMEOUT = 60.0
 SUITE_TIMEOUT = 900.0  # the whole active suite; two shared cores
 
@@ -109,11 +107,10 @@ class SuiteRun:
         return "\n".join(lines)
 
     def outcomes(self) -> dict[str, dict[str, str]]:
-        """Scenario -> check id -> status, for the scenarios outside the unscored extension."""
+        """Scenario -> check id -> status."""
         return {
             scenario: {str(check.get("id")): str(check.get("status")) for check in checks}
             for scenario, checks in self.checks.items()
-            if not scenario.startswith(EXTENSION_PREFIX)
         }
 
     def assert_passed(self, expected: frozenset[str]) -> None:
@@ -181,7 +178,7 @@ def fixture_url(
     tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int], wait_until: Callable[..., Any]
 ) -> Iterator[str]:
     """The conformance fixture server over streamable HTTP on a free loopback port."""
-    yield from _fixture_server(tmp_path_factory, free_port, wait_until)
+    yield from fixture_server(tmp_path_factory, free_port, wait_until)
 
 
 @pytest.fixture(scope="module")
@@ -189,10 +186,10 @@ def sdk_style_fixture_url(
     tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int], wait_until: Callable[..., Any]
 ) -> Iterator[str]:
     """The fixture with tools that ask the usual SDK way, through the session in every era."""
-    yield from _fixture_server(tmp_path_factory, free_port, wait_until, "--session-requests")
+    yield from fixture_server(tmp_path_factory, free_port, wait_until, "--session-requests")
 
 
-def _fixture_server(
+def fixture_server(
     tmp_path_factory: pytest.TempPathFactory,
     free_port: Callable[[], int],
     wait_until: Callable[..., Any],
@@ -329,15 +326,17 @@ def test_vmcp_stateless_mode_gives_up_only_what_is_documented(
 def test_vmcp_scores_what_the_fixture_scores_on_the_2026_07_28_requirements(
     conformance_cli: Path, fixture_url: str, module_procs: Any, tmp_path: Path
 ) -> None:
-    """`--requirements 2026-07-28`: the fixture passes every scored scenario directly, and vmcp in
-    front of it (default `protocol: auto`) gives the same outcome for every check: MRTR relayed
-    with its requestState (tampering refused by the backend), HTTP header validation, caching
-    hints, resource-not-found, the stateless rules. Where vmcp does more than the fixture (it
-    serves `subscriptions/listen`), checks the fixture skips may pass or warn through vmcp; none
-    may fail."""
+    """`--requirements 2026-07-28`, the tasks extension's scenarios included: the fixture passes
+    every scenario directly, and vmcp in front of it (default `protocol: auto`) gives the same
+    outcome for every check: MRTR relayed with its requestState (tampering refused by the
+    backend), HTTP header validation, caching hints, resource-not-found, the stateless rules, and
+    the backend's tasks relayed under vmcp's own task ids. Where vmcp does more than the fixture
+    (it serves `subscriptions/listen`), checks the fixture skips may pass or warn through vmcp;
+    none may fail."""
     direct = run_suite(fixture_url, tmp_path / "direct", requirements=REVISION)
-    assert len(direct.outcomes()) >= 40, direct.report()
-    assert not {name for name in direct.failures() if not name.startswith(EXTENSION_PREFIX)}, direct.report()
+    assert len(direct.outcomes()) >= 50, direct.report()
+    assert sum(name.startswith(TASKS_SCENARIO_PREFIX) for name in direct.outcomes()) == 10, direct.report()
+    assert not direct.failures(), direct.report()
     config = {
         "temporal": {"address": "127.0.0.1:1"},
         "backends": [{"name": "conf", "transport": "streamable-http", "url": fixture_url}],

@@ -731,8 +731,9 @@ async def test_everything_tools_that_ask_the_client(six: SixStack, tool: str) ->
 
 def test_task_only_tool_is_withheld_not_broken(node_tools: NodeTools, six: SixStack) -> None:
     """`simulate-research-query` declares execution.taskSupport "required": only a task-augmented
-    call runs it, and vmcp does not relay the tasks extension yet. So it is not advertised (an
-    advertised tool that can never be called would be worse), and a call by name says so."""
+    call of the 2025-11-25 kind runs it (`params.task`, `tasks/result`), and vmcp relays only the
+    2026-07-28 tasks extension. So it is not advertised (an advertised tool that can never be
+    called would be worse), and a call by name says so."""
     run = run_ts_client(node_tools, six.url, "everything_simulate-research-query", {"topic": "cats"})
     assert run.summary is not None or run.returncode != 0
     assert "everything_simulate-research-query" not in (run.summary or {}).get("tools", [])

@@ -56,9 +56,7 @@ def _read_one_response(sock: socket.socket) -> bytes:
         received += sock.recv(65536)
     head, _, body = received.partition(b"\r\n\r\n")
     length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")[1:]
-        if line.lower().startswith(b"content-length:")
+        int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:] if line.lower().startswith(b"content-length:")
     )
     while len(body) < length:
         body += sock.recv(65536)

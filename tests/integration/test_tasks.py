@@ -80,9 +80,10 @@ def composites() -> list[dict[str, Any]]:
 class Wire:
     """A 2026-07-28 client on raw HTTP; `tasks` says whether its requests declare the extension."""
 
-    def __init__(self, url: str, *, tasks: bool = True) -> None:
+    def __init__(self, url: str, *, tasks: bool = True, token: str | None = None) -> None:
         self.url = url
         self.tasks = tasks
+        self.token = token
         self._ids = 0
 
     async def send(self, method: str, params: dict[str, Any], name: str | None = None) -> httpx.Response:
@@ -104,6 +105,8 @@ class Wire:
         }
         if name is not None:
             headers["Mcp-Name"] = name
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
         async with httpx.AsyncClient(timeout=60) as http:
             return await http.post(self.url, json=body, headers=headers)
 
@@ -113,6 +116,12 @@ class Wire:
         message = response.json()
         assert "result" in message, message
         return dict(message["result"])
+
+    async def error(self, method: str, params: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+        response = await self.send(method, params, name)
+        message = response.json()
+        assert "error" in message, message
+        return dict(message["error"])
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
         return await self.result("tools/call", {"name": tool, "arguments": arguments}, tool)
@@ -249,6 +258,13 @@ async def test_tasks_cancel_cancels_the_run_and_is_idempotent(stack: Stack) -> N
     assert label not in await stack.tallies()
 
 
+async def test_a_task_request_naming_another_task_in_mcp_name_is_refused(stack: Stack) -> None:
+    run_id = (await Wire(stack.url).call("pair", {"label": f"hdr-{uuid.uuid4().hex[:6]}"}))["taskId"]
+    response = await Wire(stack.url).send("tasks/get", {"taskId": run_id}, "vmcp-pair-someone-else")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == -32020, response.text
+
+
 @pytest.mark.parametrize("method", ["tasks/get", "tasks/update", "tasks/cancel"])
 async def test_without_the_extension_the_task_methods_are_refused(stack: Stack, method: str) -> None:
     run_id = (await Wire(stack.url).call("pair", {"label": f"gate-{uuid.uuid4().hex[:6]}"}))["taskId"]
@@ -260,10 +276,11 @@ async def test_without_the_extension_the_task_methods_are_refused(stack: Stack, 
 
 
 @pytest.mark.parametrize(
-    "task_id", ["vmcp-pair-00000000-0000-0000-0000-000000000000", "not-a-run", "vmcp-pair-" + "x" * 5000]
+    "task_id",
+    ["vmcp-pair-00000000-0000-0000-0000-000000000000", "not-a-run", "vmcp-pair-" + "x" * 300, "vmcpt.forged"],
 )
 async def test_an_unknown_task_is_invalid_params(stack: Stack, task_id: str) -> None:
-    response = await Wire(stack.url).send("tasks/get", {"taskId": task_id}, task_id[:100])
+    response = await Wire(stack.url).send("tasks/get", {"taskId": task_id}, task_id)
     error = response.json()["error"]
     assert error["code"] == -32602 and "no task" in error["message"], error
 

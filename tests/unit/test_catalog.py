@@ -210,7 +210,7 @@ def test_template_pattern(template: str, uri: str, matches: bool) -> None:
     assert bool(template_pattern(template).fullmatch(uri)) is matches
 
 
-def test_tools_that_require_tasks_are_not_advertised() -> None:
+def test_tools_that_require_tasks_are_advertised_only_where_vmcp_relays_their_tasks() -> None:
     needs_tasks = types.Tool(
         name="research",
         description="long",
@@ -227,3 +227,7 @@ def test_tools_that_require_tasks_are_not_advertised() -> None:
     assert names(cat) == ["everything_quick"]
     assert any("research" in w and "task" in w for w in cat.warnings)
     assert ("everything", "research") in cat.all_tools
+    # a backend serving the 2026-07-28 tasks extension: vmcp relays its tasks, so the tool is callable
+    relayed = catalog({}, BackendListing("everything", tools=(needs_tasks, optional), tasks=True))
+    assert sorted(names(relayed)) == ["everything_quick", "everything_research"]
+    assert not relayed.warnings

@@ -43,7 +43,7 @@ from vmcp.backends.handshake import HandshakeSession
 from vmcp.backends.requests import BackendRequests
 from vmcp.backends.transport import open_client, open_wire
 from vmcp.backends.wire import ModernHttpWire
-from vmcp.catalog.aggregate import BackendListing
+from vmcp.catalog.aggregate import TASKS_EXTENSION, BackendListing
 from vmcp.config.models import BackendConfig
 
 logger = logging.getLogger(__name__)
@@ -263,7 +263,8 @@ class BackendConnection:
         self.header_bound_tools = frozenset(
             t.name for t in tools if "x-mcp-header" in json.dumps(t.input_schema, separators=(",", ":"))
         )
-        return BackendListing(self.name, tuple(tools), tuple(prompts), tuple(resources), tuple(templates))
+        tasks = client.protocol_version in MODERN_PROTOCOL_VERSIONS and TASKS_EXTENSION in (caps.extensions or {})
+        return BackendListing(self.name, tuple(tools), tuple(prompts), tuple(resources), tuple(templates), tasks)
 
     async def refresh_listing(self) -> None:
         client = await self.ready_client()

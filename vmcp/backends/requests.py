@@ -101,10 +101,36 @@ class BackendRequests:
                 )
         elif in_handshake_era or progress is not None or streams or not self.takes_lean_path(name):
             return await self._call_over_session(name, params, progress, timeout, handshake_caller)
-        return await self._call_over_wire(name, params, caller_capabilities, client_headers, caller_token, timeout)
+        return await self._over_wire(
+            "tools/call", name, params, caller_capabilities, client_headers, caller_token, timeout
+        )
 
-    async def _call_over_wire(
+    async def task(
         self,
+        method: str,
+        task_id: str,
+        params: Mapping[str, Any],
+        *,
+        caller_capabilities: Mapping[str, Any] | None,
+        client_headers: Mapping[str, str] | None = None,
+        caller_token: str | None = None,
+    ) -> dict[str, Any]:
+        """`tasks/get`, `tasks/update` or `tasks/cancel` on a task this backend created (the
+        extension is 2026-07-28's, so only the lean wire carries it). `params` are the backend's
+        (its own task id); `Mcp-Name` carries the id, as the extension wants."""
+        if self.connection.wire is None:
+            raise BackendUnavailable(
+                f"backend {self.connection.name!r} is unavailable ({self.connection.state}) or does not speak "
+                "2026-07-28 over HTTP, which its tasks need"
+            )
+        async with self._slots:
+            return await self._over_wire(
+                method, task_id, params, caller_capabilities, client_headers, caller_token, None
+            )
+
+    async def _over_wire(
+        self,
+        method: str,
         name: str,
         params: Mapping[str, Any],
         caller_capabilities: Mapping[str, Any] | None,
@@ -118,7 +144,8 @@ class BackendRequests:
         headers = passed_headers(self.connection.config.pass_headers, client_headers)
         headers.update(await self.connection.credentials.headers(caller_token))
         try:
-            return await wire.call_tool(
+            return await wire.request(
+                method,
                 name,
                 params,
                 caller_capabilities=dict(caller_capabilities) if caller_capabilities is not None else None,

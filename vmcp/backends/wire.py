@@ -65,8 +65,9 @@ class ModernHttpWire:
         }
         self._ids = itertools.count(1)
 
-    async def call_tool(
+    async def request(
         self,
+        method: str,
         name: str,
         params: Mapping[str, Any],
         *,
@@ -74,18 +75,18 @@ class ModernHttpWire:
         timeout: float,
         headers: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Forward a tools/call whose params are already the backend's (original name).
-
+        """One JSON-RPC request (a tools/call whose params are already the backend's, a task
+        request); `name` is what its `Mcp-Name` header carries (the tool's name, the task's id).
         The caller's declared capabilities travel on, so the backend offers exactly the
-        interactions (elicitation, sampling) the real client can answer.
-        """
+        interactions (elicitation, sampling, tasks) the real client can answer. The answer's
+        result, or WireError with the backend's own error."""
         meta = dict(params.get("_meta") or {})
         meta[PROTOCOL_VERSION_META_KEY] = self._version
         meta[CLIENT_INFO_META_KEY] = self._client_info
         meta[CLIENT_CAPABILITIES_META_KEY] = dict(caller_capabilities or {})
         request_id = next(self._ids)
-        body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {**params, "_meta": meta}}
-        sent = {**self._headers, **(headers or {}), "mcp-method": "tools/call", "mcp-name": encode_header_value(name)}
+        body = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": {**params, "_meta": meta}}
+        sent = {**self._headers, **(headers or {}), "mcp-method": method, "mcp-name": encode_header_value(name)}
         response = await self._http.post(json.dumps(body, separators=(",", ":")).encode(), sent, timeout)
         raw, status = response.body, response.status
         content_type = response.headers.get("content-type", "")

@@ -31,6 +31,8 @@ class BackendListing:
     prompts: Sequence[types.Prompt] = ()
     resources: Sequence[types.Resource] = ()
     resource_templates: Sequence[types.ResourceTemplate] = ()
+    # the backend serves the tasks extension (2026-07-28), whose tasks vmcp relays
+    tasks: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,9 @@ class Catalog:
         return None
 
 
+TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
+
+
 def _requires_tasks(tool: types.Tool) -> bool:
     execution = tool.execution
     return execution is not None and getattr(execution, "task_support", None) == "required"
@@ -140,11 +145,12 @@ def build_catalog(
             all_tools[(listing.backend, tool.name)] = tool
             if not is_included(tool.name, settings):
                 continue
-            if _requires_tasks(tool):
-                # vmcp does not relay the tasks extension yet: such a tool could never be called
+            if _requires_tasks(tool) and not listing.tasks:
+                # the 2025-11-25 kind of task (`params.task`, `tasks/result`), which vmcp does not
+                # relay: such a tool could never be called through vmcp
                 warnings.append(
-                    f"backend {listing.backend!r}: tool {tool.name!r} requires task-augmented calls, "
-                    "which vmcp does not relay; not advertised"
+                    f"backend {listing.backend!r}: tool {tool.name!r} requires 2025-11-25 task-augmented calls, "
+                    "which vmcp does not relay (it relays the 2026-07-28 tasks extension); not advertised"
                 )
                 continue
             override = settings.overrides.get(tool.name)

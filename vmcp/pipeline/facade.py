@@ -21,7 +21,7 @@ from mcp.server.subscriptions import ListenHandler
 
 from vmcp.backends.common import package_version
 from vmcp.backends.pool import BackendPool
-from vmcp.catalog.aggregate import Catalog, CatalogError, build_catalog
+from vmcp.catalog.aggregate import TASKS_EXTENSION, Catalog, CatalogError, build_catalog
 from vmcp.catalog.steps import resolve
 from vmcp.clients.relay import Relay
 from vmcp.config.models import VmcpConfig
@@ -31,7 +31,7 @@ from vmcp.pipeline.forward import Inbound
 from vmcp.pipeline.identify import bearer_token, caller_of
 from vmcp.pipeline.requests import Pipeline
 from vmcp.runs.calls import CompositeRuns
-from vmcp.runs.tasks import TASK_METHODS, TASKS_EXTENSION, TaskParams
+from vmcp.runs.tasks import TASK_METHODS, TaskParams
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +75,10 @@ class Facade:
         # Registered directly rather than as on_set_logging_level, which warns that logging is
         # deprecated at 2026-07-28: handshake-era clients still use it, and vmcp relays it.
         self.server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, self._set_level)
-        if self.runs.tools:  # composite runs are served as MCP tasks to clients that declare them
-            self.server.extensions[TASKS_EXTENSION] = {}
-            for method in TASK_METHODS:
-                self.server.add_request_handler(method, TaskParams, self._task_handler(method))
+        # Composite runs are served as MCP tasks, and backends' tasks relayed, to clients that declare them
+        self.server.extensions[TASKS_EXTENSION] = {}
+        for method in TASK_METHODS:
+            self.server.add_request_handler(method, TaskParams, self._task_handler(method))
         # The SDK's per-message OpenTelemetry middleware costs ~10% of a forwarded call even with
         # no exporter installed; vmcp traces on its own terms. Its own middleware only notes
         # handshake-era sessions, to tell them when the catalogue changes.
@@ -153,22 +153,12 @@ class Facade:
         return types.ListToolsResult(tools=self.pipeline.tools(caller_of(ctx), self._tools))
 
     async def _call_tool(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> Any:
-        capabilities = ctx.session.client_capabilities
-        request = ctx.request
-        inbound = Inbound(
-            ctx,
-            headers=request.headers if request is not None else None,
-            token=bearer_token(request.scope) if request is not None else None,
-            capabilities=capabilities.model_dump(by_alias=True, mode="json", exclude_none=True)
-            if capabilities is not None
-            else None,
-        )
         forwarded = params.model_dump(by_alias=True, mode="json", exclude_none=True)
-        return await self.pipeline.call_tool(caller_of(ctx), forwarded, inbound)
+        return await self.pipeline.call_tool(caller_of(ctx), forwarded, _inbound(ctx))
 
     def _task_handler(self, method: str) -> Any:
         async def handle(ctx: ServerRequestContext[Any], params: TaskParams) -> dict[str, Any]:
-            return await self.pipeline.task(ctx, caller_of(ctx), method, params)
+            return await self.pipeline.task(caller_of(ctx), method, params, _inbound(ctx))
 
         return handle
 
@@ -232,6 +222,20 @@ class Facade:
         self.relay.set_level(ctx, params.level)
         await self.pipeline.forward.set_level(params.level)
         return types.EmptyResult()
+
+
+def _inbound(ctx: ServerRequestContext[Any]) -> Inbound:
+    """A request that came through the SDK's session machinery, with what it says of its caller."""
+    capabilities = ctx.session.client_capabilities
+    request = ctx.request
+    return Inbound(
+        ctx,
+        headers=request.headers if request is not None else None,
+        token=bearer_token(request.scope) if request is not None else None,
+        capabilities=capabilities.model_dump(by_alias=True, mode="json", exclude_none=True)
+        if capabilities is not None
+        else None,
+    )
 
 
 class _AnnouncingServer(Server[Any]):

@@ -94,6 +94,23 @@ class Forward:
             )
         return without_backend_identity(result)
 
+    async def task(
+        self, method: str, backend: str, task_id: str, params: Mapping[str, Any], inbound: Inbound
+    ) -> dict[str, Any]:
+        """A task request (`tasks/get`, `tasks/update`, `tasks/cancel`) to the backend that created
+        the task, under its own task id; its answer as it sent it."""
+        connection = self.pool.get(backend)
+        sent = {key: value for key, value in params.items() if key not in ("taskId", "_meta")}
+        with _calling(inbound.ctx, connection):
+            return await connection.requests.task(
+                method,
+                task_id,
+                {**sent, "taskId": task_id},
+                caller_capabilities=inbound.capabilities,
+                client_headers=inbound.headers if connection.config.pass_headers else None,
+                caller_token=inbound.token if connection.credentials.per_caller else None,
+            )
+
     async def prompt(self, ctx: ServerRequestContext[Any], target: Target, params: types.GetPromptRequestParams) -> Any:
         assert target.backend is not None and target.original is not None
         connection = self.pool.get(target.backend)

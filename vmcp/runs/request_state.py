@@ -67,25 +67,16 @@ class RequestStateSealer:
         return cls(_key_from_file(key_file))
 
     def seal(self, pending: PendingQuestions, lifetime: float = STATE_LIFETIME) -> str:
-        body = {
-            "run": pending.run_id,
-            "tool": pending.tool,
-            "steps": pending.steps,
-            "asked": pending.asked,
-            "exp": time.time() + lifetime,
-        }
-        nonce = secrets.token_bytes(_NONCE)
-        sealed = self._aead.encrypt(nonce, json.dumps(body, separators=(",", ":")).encode(), _AAD)
-        return base64.urlsafe_b64encode(nonce + sealed).decode().rstrip("=")
+        body = {"run": pending.run_id, "tool": pending.tool, "steps": pending.steps, "asked": pending.asked}
+        return self.seal_body(body, _AAD, lifetime)
 
     def open(self, token: str) -> PendingQuestions:
-        try:
-            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-            body = json.loads(self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], _AAD))
-        except (ValueError, InvalidTag, TypeError):
-            raise InvalidState("requestState was not issued by this vmcp, or was altered") from None
-        if not isinstance(body, dict) or float(body.get("exp", 0)) < time.time():
-            raise InvalidState("requestState has expired: call the tool again to get a new one")
+        body = self.open_body(
+            token,
+            _AAD,
+            "requestState was not issued by this vmcp, or was altered",
+            "requestState has expired: call the tool again to get a new one",
+        )
         asked = body.get("asked")
         return PendingQuestions(
             run_id=str(body["run"]),
@@ -93,6 +84,24 @@ class RequestStateSealer:
             steps=dict(body["steps"]),
             asked=dict(asked) if isinstance(asked, dict) else {},
         )
+
+    def seal_body(self, body: dict[str, Any], purpose: bytes, lifetime: float) -> str:
+        """`body` sealed for `purpose` (bound as associated data: a token sealed for one purpose
+        never opens as another), valid for `lifetime` seconds; URL-safe base64."""
+        nonce = secrets.token_bytes(_NONCE)
+        plain = json.dumps({**body, "exp": time.time() + lifetime}, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(nonce + self._aead.encrypt(nonce, plain, purpose)).decode().rstrip("=")
+
+    def open_body(self, token: str, purpose: bytes, forged: str, expired: str) -> dict[str, Any]:
+        """What `seal_body` sealed for `purpose`; InvalidState (`forged` or `expired`) otherwise."""
+        try:
+            raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            body = json.loads(self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], purpose))
+        except (ValueError, InvalidTag, TypeError):
+            raise InvalidState(forged) from None
+        if not isinstance(body, dict) or float(body.get("exp", 0)) < time.time():
+            raise InvalidState(expired)
+        return body
 
 
 def _key_from_file(path: Path) -> bytes:

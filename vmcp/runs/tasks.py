@@ -30,12 +30,12 @@ from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
+from vmcp.catalog.aggregate import TASKS_EXTENSION
 from vmcp.clients.relay import is_modern
 from vmcp.runs.orchestrator import Orchestrator, RunNotFound
 from vmcp.runs.questions import Questions, open_questions
 from vmcp.runs.tools import RunTools, result_of
 
-TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
 TASK_METHODS = ("tasks/get", "tasks/update", "tasks/cancel")
 POLL_INTERVAL_MS = 1000
 _READ_CLOSED_RESULT = 10.0  # seconds; a closed run's result is read at once, this only bounds a slow Temporal
