@@ -33,6 +33,33 @@ VMCP = str(BIN / "vmcp")
 START_TIMEOUT = 60.0  # generous: two cores shared with other test runs
 
 
+# The files that take longest (a minute or more on two cores), longest first. The suite runs on
+# xdist workers a file at a time, handed out in collection order: started last, one of these
+# would keep a worker busy after the others have finished. Measured with `--durations=0`; the
+# order need not be exact, only the long files early.
+LONG_FILES_FIRST = (
+    "tests/integration/test_resilience.py",
+    "tests/e2e/test_real_clients.py",
+    "tests/integration/test_durability.py",
+    "tests/integration/test_composite.py",
+    "tests/conformance/test_conformance.py",
+    "tests/integration/test_forwarding.py",
+    "tests/integration/test_cli_basic.py",
+    "tests/integration/test_dev_stack.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long files first; within a file, the order as written (module fixtures are shared)."""
+    rank = {name: position for position, name in enumerate(LONG_FILES_FIRST)}
+
+    def place(item: pytest.Item) -> int:
+        path = item.path.relative_to(ROOT).as_posix() if item.path.is_relative_to(ROOT) else ""
+        return rank.get(path, len(rank))
+
+    items.sort(key=place)  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
