@@ -18,7 +18,7 @@ import pytest
 
 from tests.conformance.test_conformance import fixture_server
 from tests.integration.test_auth import Issuer
-from tests.integration.test_tasks import Wire, terminal
+from tests.integration.test_tasks import Wire, task_status, terminal
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -130,3 +130,17 @@ async def test_without_the_extension_a_task_only_tool_is_refused_by_the_backend(
     wire = Wire(replicas.first, tasks=False, token=replicas.issuer.token())
     refused = await wire.error("tools/call", {"name": "failing_job", "arguments": {}}, "failing_job")
     assert refused["code"] == -32021, refused
+
+
+async def test_a_listen_stream_follows_a_backend_task_for_its_caller_only(replicas: Replicas) -> None:
+    task_id = (await replicas.wire(replicas.first).call("slow_compute", {"seconds": 1}))["taskId"]
+    others = await replicas.wire(replicas.second, subject="mallory").listen(
+        {"taskIds": [task_id]}, lambda frame: frame.get("method") == "notifications/subscriptions/acknowledged"
+    )
+    assert others[-1]["params"]["notifications"]["taskIds"] == [], others
+    frames = await replicas.wire(replicas.second).listen(
+        {"taskIds": [task_id]}, lambda frame: task_status(frame) in ("completed", "failed", "cancelled")
+    )
+    assert frames[0]["params"]["notifications"]["taskIds"] == [task_id], frames
+    assert [task_status(frame) for frame in frames[1:]] == ["working", "completed"], frames
+    assert frames[-1]["params"]["taskId"] == task_id and frames[-1]["params"]["result"]["content"], frames

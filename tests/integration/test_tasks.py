@@ -10,6 +10,7 @@ declare the extension neither gets a task nor reaches the task methods."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -109,6 +110,47 @@ class Wire:
             headers["Authorization"] = f"Bearer {self.token}"
         async with httpx.AsyncClient(timeout=60) as http:
             return await http.post(self.url, json=body, headers=headers)
+
+    async def listen(
+        self, notifications: dict[str, Any], until: Callable[[dict[str, Any]], bool]
+    ) -> list[dict[str, Any]]:
+        """Open a `subscriptions/listen` stream and read its frames (JSON-RPC messages) until one
+        satisfies `until`; every frame read, in order."""
+        self._ids += 1
+        capabilities: dict[str, Any] = {"extensions": {TASKS: {}}} if self.tasks else {}
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": capabilities,
+        }
+        body = {
+            "jsonrpc": "2.0",
+            "id": self._ids,
+            "method": "subscriptions/listen",
+            "params": {"notifications": notifications, "_meta": meta},
+        }
+        headers = {
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+            "Mcp-Protocol-Version": MODERN,
+            "Mcp-Method": "subscriptions/listen",
+        }
+        if self.token is not None:
+            headers["Authorization"] = f"Bearer {self.token}"
+        frames: list[dict[str, Any]] = []
+        with anyio.fail_after(60):
+            async with (
+                httpx.AsyncClient(timeout=60) as http,
+                http.stream("POST", self.url, json=body, headers=headers) as response,
+            ):
+                if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                    frames.append(json.loads(await response.aread()))
+                    return frames
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        frames.append(json.loads(line[5:]))
+                        if until(frames[-1]):
+                            return frames
+        raise AssertionError(f"the stream ended first: {frames}")
 
     async def result(self, method: str, params: dict[str, Any], name: str | None = None) -> dict[str, Any]:
         response = await self.send(method, params, name)
@@ -295,3 +337,32 @@ async def test_the_python_sdk_client_with_a_tasks_extension_gets_the_result_thro
         result = await client.call_tool("pair", {"label": f"{label}-again"})
     assert not result.is_error and result.structured_content == {"second": f"{label}-again-2"}, result
     assert (result.meta or {})["io.vmcp/run_id"].startswith("vmcp-pair-"), result
+
+
+def task_status(frame: dict[str, Any]) -> str | None:
+    return frame["params"]["status"] if frame.get("method") == "notifications/tasks" else None
+
+
+async def test_a_listen_stream_tells_a_tasks_status_as_it_changes_until_it_ends(stack: Stack) -> None:
+    wire = Wire(stack.url)
+    run_id = (await wire.call("pair", {"label": f"heard-{uuid.uuid4().hex[:6]}"}))["taskId"]
+    frames = await wire.listen({"taskIds": [run_id, "vmcp-pair-not-a-task"]}, lambda f: task_status(f) == "completed")
+    ack = frames[0]
+    assert ack["method"] == "notifications/subscriptions/acknowledged", frames
+    assert ack["params"]["notifications"]["taskIds"] == [run_id], "only the caller's own tasks are honored"
+    statuses = [task_status(frame) for frame in frames[1:]]
+    assert statuses[0] == "working" and statuses[-1] == "completed", statuses
+    last = frames[-1]["params"]
+    assert last["taskId"] == run_id and last["result"]["structuredContent"]["second"].endswith("-2"), last
+    assert (
+        last["_meta"]["io.modelcontextprotocol/subscriptionId"]
+        == ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"]
+    )
+    messages = [frame["params"].get("statusMessage") for frame in frames[1:]]
+    assert len(set(messages)) == len(messages), f"a notification per change, not per poll: {messages}"
+
+
+async def test_a_listen_stream_for_tasks_needs_the_extension(stack: Stack) -> None:
+    run_id = (await Wire(stack.url).call("pair", {"label": f"noext-{uuid.uuid4().hex[:6]}"}))["taskId"]
+    frames = await Wire(stack.url, tasks=False).listen({"taskIds": [run_id]}, lambda frame: "error" in frame)
+    assert frames[-1]["error"]["code"] == -32021, frames

@@ -17,7 +17,7 @@ import mcp_types as types
 from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions
-from mcp.server.subscriptions import ListenHandler
+from mcp.shared.exceptions import MCPError
 
 from vmcp.backends.common import package_version
 from vmcp.backends.pool import BackendPool
@@ -29,9 +29,10 @@ from vmcp.ops.audit import AuditLog
 from vmcp.ops.metrics import Metrics
 from vmcp.pipeline.forward import Inbound
 from vmcp.pipeline.identify import bearer_token, caller_of
+from vmcp.pipeline.listen import ListenStreams
 from vmcp.pipeline.requests import Pipeline
 from vmcp.runs.calls import CompositeRuns
-from vmcp.runs.tasks import TASK_METHODS, TaskParams
+from vmcp.runs.tasks import TASK_METHODS, TaskParams, declares_tasks, missing_capability
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class Facade:
         self.metrics = Metrics()
         self.metrics.watch_backends(pool.statuses)
         self.pipeline = Pipeline(config, pool, self.relay, self.runs, lambda: self.catalog, self.metrics, self.audit)
-        self._listen_streams = ListenHandler(self.relay.bus)
+        self._listen_streams = ListenStreams(self.relay.bus)
         self.server: Server[Any] = _AnnouncingServer(
             "vmcp",
             version=package_version(),
@@ -204,15 +205,29 @@ class Facade:
         """A 2026-07-28 client's change stream: list changes come from the relay's bus; each
         resource it may follow is followed upstream for as long as the stream lasts. The stream
         is told only of the URIs it may follow, so it never hears of the others' updates."""
-        wanted = list(params.notifications.resource_subscriptions or ())
-        targets = self.pipeline.followable(caller_of(ctx), wanted)
-        if len(targets) != len(wanted):
-            notifications = params.notifications.model_copy(
-                update={"resource_subscriptions": [target.name for target in targets]}
-            )
-            params = params.model_copy(update={"notifications": notifications})
+        caller, asked = caller_of(ctx), params.notifications
+        wanted = list(asked.resource_subscriptions or ())
+        targets = self.pipeline.followable(caller, wanted)
+        task_ids = (asked.model_extra or {}).get("taskIds")
+        if task_ids is not None and (
+            not isinstance(task_ids, list) or not all(isinstance(task_id, str) for task_id in task_ids)
+        ):
+            raise MCPError(code=types.INVALID_PARAMS, message="notifications.taskIds must be a list of task ids")
+        if task_ids and not declares_tasks(ctx):
+            raise missing_capability()
+        honored = types.SubscriptionFilter(
+            tools_list_changed=True if asked.tools_list_changed else None,
+            prompts_list_changed=True if asked.prompts_list_changed else None,
+            resources_list_changed=True if asked.resources_list_changed else None,
+            resource_subscriptions=[target.name for target in targets] or None,
+        )
+        inbound = _inbound(ctx)
+
+        async def read_task(task_id: str) -> dict[str, Any] | None:
+            return await self.pipeline.task_state(caller, task_id, inbound)
+
         async with self.pipeline.forward.following(targets):
-            return await self._listen_streams(ctx, params)
+            return await self._listen_streams.serve(ctx, honored, list(task_ids or ()), read_task)
 
     async def _set_level(
         self, ctx: ServerRequestContext[Any], params: types.SetLevelRequestParams

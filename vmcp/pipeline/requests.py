@@ -207,6 +207,19 @@ class Pipeline:
         self.observer.answered(caller, method, params.task_id[:120], target, started)
         return result
 
+    async def task_state(self, caller: Mapping[str, Any], task_id: str, inbound: Inbound) -> dict[str, Any] | None:
+        """A task as `tasks/get` would answer `caller` (what a listen stream notifies), or None
+        when it is not the caller's to see. Not audited: a stream reads its tasks every second."""
+        others = self.authorization.rules.reaches_others_runs(caller, STATUS_TOOL)
+        try:
+            if is_backend_task(task_id):
+                return (
+                    await self._backend_task(caller, "tasks/get", TaskParams(task_id=task_id), inbound, others=others)
+                )[1]
+            return await self.runs.tasks.get(caller, task_id, others=others)
+        except MCPError:
+            return None
+
     async def _backend_task(
         self, caller: Mapping[str, Any], method: str, params: TaskParams, inbound: Inbound, *, others: bool
     ) -> tuple[Target, dict[str, Any]]:
