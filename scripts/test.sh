@@ -24,12 +24,12 @@ bash scripts/bootstrap.sh
 mypy=$!
 [ -n "${npm_installs:-}" ] && { wait "$npm_installs" || true; }
 
-# Three workers, whole files each: most of the suite waits on child processes (Temporal, façades,
-# backends), so three files at a time fill two cores (measured: 7 min instead of 8.5 with two);
-# a file keeps its module fixtures on one worker. `VMCP_TEST_WORKERS=0` runs everything in this
-# process.
+# Four workers, whole files each: most of the suite waits on child processes (Temporal, façades,
+# backends), so four files at a time fill two cores (measured on one 2-core machine: 8.5 min of
+# tests with two workers, 7-7.8 with three, 6 with four); a file keeps its module fixtures on one
+# worker. `VMCP_TEST_WORKERS=0` runs everything in this process.
 status=0
-.venv/bin/python -m pytest -n "${VMCP_TEST_WORKERS:-3}" --dist loadfile "$@" || status=$?
+.venv/bin/python -m pytest -n "${VMCP_TEST_WORKERS:-4}" --dist loadfile "$@" || status=$?
 if ! wait "$mypy"; then
   cat "$logs/mypy"
   echo "mypy failed" >&2

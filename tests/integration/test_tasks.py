@@ -366,3 +366,15 @@ async def test_a_listen_stream_for_tasks_needs_the_extension(stack: Stack) -> No
     run_id = (await Wire(stack.url).call("pair", {"label": f"noext-{uuid.uuid4().hex[:6]}"}))["taskId"]
     frames = await Wire(stack.url, tasks=False).listen({"taskIds": [run_id]}, lambda frame: "error" in frame)
     assert frames[-1]["error"]["code"] == -32021, frames
+
+
+@pytest.mark.parametrize("responses", ["yes", ["a"], 7, None])
+async def test_tasks_update_with_responses_that_are_not_an_object_is_invalid_params(
+    stack: Stack, responses: Any
+) -> None:
+    wire = Wire(stack.url)
+    run_id = (await wire.call("ask_branch", {"label": f"bad-{uuid.uuid4().hex[:6]}"}))["taskId"]
+    refused = await wire.error("tasks/update", {"taskId": run_id, "inputResponses": responses}, run_id)
+    assert refused["code"] == -32602, refused
+    assert (await wire.task("tasks/get", run_id))["status"] in ("working", "input_required")
+    await wire.task("tasks/cancel", run_id)
