@@ -79,17 +79,23 @@ class Stack:
 def stack(
     module_procs: Any, tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int], wait_until: Any
 ) -> Iterator[Stack]:
+    yield from dev_stack(module_procs, tmp_path_factory.mktemp("questions"), free_port(), composites())
+
+
+def dev_stack(
+    module_procs: Any, directory: Path, temporal_port: int, composites: list[dict[str, Any]]
+) -> Iterator[Stack]:
+    """`vmcp dev` over a fault server with `composites`, its request-state key in `directory`."""
     fault = module_procs.fault_http("fault")
-    directory = tmp_path_factory.mktemp("questions")
     config = {
         "server": {"host": "127.0.0.1", "port": 0, "request_state_key_file": str(directory / "state.key")},
         "temporal": {
-            "address": f"127.0.0.1:{free_port()}",
-            "task_queue": f"vmcp-questions-{uuid.uuid4().hex[:8]}",
+            "address": f"127.0.0.1:{temporal_port}",
+            "task_queue": f"vmcp-{directory.name}-{uuid.uuid4().hex[:8]}",
             "dev_server": {"db_file": ".vmcp/temporal.db", "ui_port": 0},
         },
         "backends": [{"name": "fault", "transport": "streamable-http", "url": fault.url}],
-        "composite_tools": composites(),
+        "composite_tools": composites,
     }
     config_file = directory / "vmcp.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -13,17 +13,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-import yaml
 from mcp import Client
 
-from tests.integration.test_questions import FORM
-from tests.support.processes import DevStack
+from tests.integration.test_questions import FORM, Stack, dev_stack
 from tests.support.tasks_client import CreatedTask, TasksExtension
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
@@ -191,40 +188,9 @@ def terminal(task: dict[str, Any]) -> bool:
     return task["status"] in ("completed", "failed", "cancelled")
 
 
-class Stack:
-    def __init__(self, url: str, config_file: Path, fault_url: str) -> None:
-        self.url = url
-        self.config_file = config_file
-        self.fault_url = fault_url
-
-    async def tallies(self) -> dict[str, int]:
-        async with Client(self.fault_url) as direct:
-            result = await direct.call_tool("count", {})
-        assert result.structured_content is not None
-        return dict(result.structured_content["tallies"])
-
-
 @pytest.fixture(scope="module")
 def stack(module_procs: Any, tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int]) -> Iterator[Stack]:
-    fault = module_procs.fault_http("fault")
-    directory = tmp_path_factory.mktemp("tasks")
-    config = {
-        "server": {"host": "127.0.0.1", "port": 0, "request_state_key_file": str(directory / "state.key")},
-        "temporal": {
-            "address": f"127.0.0.1:{free_port()}",
-            "task_queue": f"vmcp-tasks-{uuid.uuid4().hex[:8]}",
-            "dev_server": {"db_file": ".vmcp/temporal.db", "ui_port": 0},
-        },
-        "backends": [{"name": "fault", "transport": "streamable-http", "url": fault.url}],
-        "composite_tools": composites(),
-    }
-    config_file = directory / "vmcp.yaml"
-    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    dev = DevStack(config_file)
-    try:
-        yield Stack(dev.wait_ready()[0], config_file, fault.url)
-    finally:
-        dev.shut_down()
+    yield from dev_stack(module_procs, tmp_path_factory.mktemp("tasks"), free_port(), composites())
 
 
 async def test_the_extension_is_advertised(stack: Stack) -> None:
