@@ -236,19 +236,18 @@ async def test_a_question_is_an_input_required_task_answered_by_tasks_update(sta
     assert request["params"]["message"] == f"Branch for {label}?", request
     assert request["params"]["requestedSchema"]["required"] == FORM["required"], request
 
-    # an answer the step's schema refuses: asked again, under a new key, saying why
+    # an answer the step's schema refuses: Invalid Params saying why, and the same key still asks
     refused = {key: {"action": "accept", "content": {"branch": "x", "copies": 0}}}
-    assert ack(await wire.task("tasks/update", run_id, inputResponses=refused))
-    again = await wire.until(run_id, lambda task: key not in task.get("inputRequests", {key: 1}))
-    assert again["status"] == "input_required", again
-    [(second_key, second)] = again["inputRequests"].items()
-    assert second_key != key and "not accepted" in second["params"]["message"], again
+    error = await wire.error("tasks/update", {"taskId": run_id, "inputResponses": refused}, run_id)
+    assert error["code"] == -32602 and "not accepted" in error["message"] and "copies" in error["message"], error
+    again = await wire.task("tasks/get", run_id)
+    assert again["status"] == "input_required" and list(again["inputRequests"]) == [key], again
 
-    # a response under a key that is not outstanding any more is ignored
-    stale = {key: {"action": "accept", "content": {"branch": "old", "copies": 1}}}
-    await wire.task("tasks/update", run_id, inputResponses=stale)
-    answer = {second_key: {"action": "accept", "content": {"branch": "main", "copies": 1}}}
-    await wire.task("tasks/update", run_id, inputResponses=answer)
+    # a response under a key that was never asked is ignored; the right one finishes the run
+    stray = {"ship#000000000000": {"action": "accept", "content": {"branch": "old", "copies": 1}}}
+    assert ack(await wire.task("tasks/update", run_id, inputResponses=stray))
+    answer = {key: {"action": "accept", "content": {"branch": "main", "copies": 1}}}
+    assert ack(await wire.task("tasks/update", run_id, inputResponses=answer))
     done = await wire.until(run_id, terminal)
     assert done["status"] == "completed" and done["result"]["structuredContent"] == {"branch": "main"}, done
     tallies = await stack.tallies()

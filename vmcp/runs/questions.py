@@ -91,7 +91,10 @@ class Questions:
             if step is not None and isinstance(response, types.ElicitResult):
                 await self.deliver(pending.run_id, step, response, caller)
 
-    async def deliver(self, run_id: str, step: str, answer: types.ElicitResult, caller: Mapping[str, Any]) -> None:
+    async def deliver(
+        self, run_id: str, step: str, answer: types.ElicitResult, caller: Mapping[str, Any]
+    ) -> str | None:
+        """Send `answer` to the run's question `step`; why the run refused it, or None."""
         payload = {
             "id": str(uuid.uuid4()),
             "step": step,
@@ -102,13 +105,14 @@ class Questions:
         try:
             record = await self.orchestrator.decide(run_id, SIGNAL_ANSWER, payload)
         except RunNotWaiting:
-            return  # answered by someone else meanwhile, or the run ended: its result says how
+            return None  # answered by someone else meanwhile, or the run ended: its result says how
         if record.get("outcome") == "refused" and record.get("problem"):
             if len(self._refusals) > _MAX_REFUSALS_KEPT:
                 self._refusals.clear()  # only a hint for the next question; never worth memory
             self._refusals[(run_id, step)] = str(record["problem"])
-        else:
-            self._refusals.pop((run_id, step), None)
+            return str(record["problem"])
+        self._refusals.pop((run_id, step), None)
+        return None
 
     def request(self, run_id: str, question: dict[str, Any]) -> types.ElicitRequest:
         """The `elicitation/create` request that asks `question`, telling why the previous answer

@@ -20,7 +20,6 @@ others' runs; to anyone else it does not exist (the same error as an unknown id)
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +37,7 @@ from vmcp.runs.tools import RunTools, result_of
 
 TASK_METHODS = ("tasks/get", "tasks/update", "tasks/cancel")
 POLL_INTERVAL_MS = 1000
+_KEY_SEPARATOR = "#"  # input request key: <step id>#<digest of the asking>
 _READ_CLOSED_RESULT = 10.0  # seconds; a closed run's result is read at once, this only bounds a slow Temporal
 
 
@@ -97,8 +97,10 @@ class RunTasks:
     async def update(
         self, caller: Mapping[str, Any], task_id: str, responses: Mapping[str, Any] | None, *, others: bool
     ) -> dict[str, Any]:
-        """Answers to the task's outstanding input requests, each delivered to its step. Keys that
-        are not outstanding (never issued, already answered, superseded) are ignored."""
+        """Answers to the task's outstanding input requests, each delivered to its step; keys that
+        are not outstanding (never issued, answered, superseded) are ignored. An answer the run
+        refuses (its step's schema, say) is Invalid Params saying why, and its key stays
+        outstanding: the client answers it again."""
         await self._reach(caller, task_id, others=others)
         if not isinstance(responses, Mapping):
             raise MCPError(code=types.INVALID_PARAMS, message="tasks/update: `inputResponses` must be an object")
@@ -106,7 +108,6 @@ class RunTasks:
         for key, response in responses.items():
             if key not in outstanding:
                 continue
-            step = outstanding[key][0]
             try:
                 answer = types.ElicitResult.model_validate(response)
             except ValidationError:
@@ -114,7 +115,12 @@ class RunTasks:
                     code=types.INVALID_PARAMS,
                     message=f"tasks/update: inputResponses[{key!r}] is not an elicitation result",
                 ) from None
-            await self.questions.deliver(task_id, step, answer, caller)
+            refused = await self.questions.deliver(task_id, outstanding[key][0], answer, caller)
+            if refused is not None:
+                raise MCPError(
+                    code=types.INVALID_PARAMS,
+                    message=f"tasks/update: inputResponses[{key!r}] was not accepted: {refused}",
+                )
         return {}
 
     async def cancel(self, caller: Mapping[str, Any], task_id: str, *, others: bool) -> dict[str, Any]:
@@ -157,16 +163,14 @@ class RunTasks:
         return {**task, "statusMessage": _progress(status)}
 
     def _asked(self, run_id: str, status: Mapping[str, Any]) -> dict[str, tuple[str, types.ElicitRequest]]:
-        """The open questions as input requests: key -> (step, request). A key names one asking:
-        the step, when its gate opened and what it says, so a question asked again (the previous
-        answer refused, the message now saying why) is a new request under a new key, and a key
-        once answered is not reused, as the extension wants."""
+        """The open questions as input requests: key -> (step, request). A key names one opening
+        of a question (its step and when it opened), so every replica computes the same key, and a
+        step asked again later (another opening) is a new request under a new key."""
         asked: dict[str, tuple[str, types.ElicitRequest]] = {}
         for question in open_questions(dict(status)):
             step = str(question["step"])
-            request = self.questions.request(run_id, question)
-            said = json.dumps([question.get("since"), request.params.message])
-            asked[f"{step}#{hashlib.sha256(said.encode()).hexdigest()[:12]}"] = (step, request)
+            opened = hashlib.sha256(str(question.get("since")).encode()).hexdigest()[:12]
+            asked[f"{step}{_KEY_SEPARATOR}{opened}"] = (step, self.questions.request(run_id, question))
         return asked
 
     async def _reach(self, caller: Mapping[str, Any], task_id: str, *, others: bool) -> None:
@@ -197,7 +201,7 @@ def _progress(status: Mapping[str, Any]) -> str:
 def _last_update(status: Mapping[str, Any]) -> str:
     times = [status.get("closed_at"), status.get("started_at")]
     for step in (status.get("steps") or {}).values():
-        times += [step.get("started_at"), step.get("finished_at")]
+        times.append(step.get("finished_at"))
     for gate in (status.get("waiting_for") or {}).get("gates", [status.get("waiting_for") or {}]):
         times.append(gate.get("since"))
     known = [t for t in times if isinstance(t, str) and t]
