@@ -61,7 +61,11 @@ class ListenStreams:
         meta: dict[str, Any] = {SUBSCRIPTION_ID_META_KEY: subscription_id}
         first: dict[str, dict[str, Any]] = {}
         for task_id in dict.fromkeys(task_ids[:MAX_TASKS_PER_STREAM]):
-            task = await read_task(task_id)
+            try:
+                task = await read_task(task_id)
+            except Exception as exc:  # Temporal or the backend away: the stream is not honoured for it
+                logger.info("listen: task %s not read: %s", task_id[:60], exc)
+                continue
             if task is not None:
                 first[task_id] = task
         if task_ids:
