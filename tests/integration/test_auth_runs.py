@@ -20,6 +20,7 @@ from temporalio.client import Client as TemporalClient
 from tests.history_text import readable
 from tests.integration.test_auth import Issuer
 from tests.integration.test_backend_credentials import CLIENT_SECRET, TokenEndpoint
+from tests.integration.test_tasks import Wire, terminal
 from tests.support.processes import DevStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
@@ -306,3 +307,30 @@ async def test_a_composite_gains_no_access_the_callers_own_token_lacks(stack: St
     assert after["calls"] == before["calls"] + 1  # the count calls themselves: whoami never arrived
     plain = await _call_as(stack, erin, "ex_whoami", {})  # the caller's own, exchanged token
     assert not plain.is_error, plain
+
+
+async def test_a_composite_task_belongs_to_its_caller(stack: Stack) -> None:
+    """The same ownership through the tasks extension: another caller's `tasks/get`,
+    `tasks/update` and `tasks/cancel` of erin's task answer as for no task at all, a listen
+    stream does not honour it for them, and an operator a `runs: any` rule allows follows and
+    cancels it."""
+    erin, mallory, oscar = (
+        Wire(stack.url, token=stack.issuer.token(sub=who, groups=groups))
+        for who, groups in (("erin", ["eng"]), ("mallory", ["eng"]), ("oscar", ["sre"]))
+    )
+    task_id = (await erin.call("gated", {}))["taskId"]
+    waiting = await erin.until(task_id, lambda task: "approval" in (task.get("statusMessage") or ""))
+    assert waiting["status"] == "working" and "group:ops" in waiting["statusMessage"], waiting
+    for method, extra in (("tasks/get", {}), ("tasks/update", {"inputResponses": {}}), ("tasks/cancel", {})):
+        refused = await mallory.error(method, {"taskId": task_id, **extra}, task_id)
+        nobodys = f"vmcp-gated-{uuid.uuid4()}"
+        missing = await mallory.error(method, {"taskId": nobodys, **extra}, nobodys)
+        assert refused["code"] == missing["code"] == -32602, (method, refused, missing)
+        # somebody else's task reads exactly like no task at all
+        assert refused["message"].replace(task_id, "ID") == missing["message"].replace(nobodys, "ID")
+    heard = await mallory.listen({"taskIds": [task_id]}, lambda f: "subscriptions/acknowledged" in f.get("method", ""))
+    assert heard[-1]["params"]["notifications"]["taskIds"] == [], heard
+    assert (await erin.task("tasks/get", task_id))["status"] == "working"  # mallory's cancel did nothing
+    assert (await oscar.task("tasks/get", task_id))["taskId"] == task_id
+    await oscar.task("tasks/cancel", task_id)
+    assert (await erin.until(task_id, terminal))["status"] == "cancelled"
