@@ -144,3 +144,24 @@ async def test_a_listen_stream_follows_a_backend_task_for_its_caller_only(replic
     assert frames[0]["params"]["notifications"]["taskIds"] == [task_id], frames
     assert [task_status(frame) for frame in frames[1:]] == ["working", "completed"], frames
     assert frames[-1]["params"]["taskId"] == task_id and frames[-1]["params"]["result"]["content"], frames
+
+
+async def test_a_backend_gone_after_creating_a_task_is_a_clear_error_not_a_lost_task(
+    module_procs: Any, tmp_path_factory: pytest.TempPathFactory, free_port: Callable[[], int], wait_until: Any
+) -> None:
+    """The backend that holds a task stops: `tasks/get` says the backend is unavailable (an
+    internal error naming it), not that the task does not exist: vmcp cannot know that."""
+    backend = fixture_server(tmp_path_factory, free_port, wait_until)
+    url = next(backend)
+    config = {
+        "server": {"host": "127.0.0.1", "port": 0},
+        "temporal": {"address": "127.0.0.1:1"},
+        "backends": [{"name": "gone", "transport": "streamable-http", "url": url, "timeout": "5s"}],
+    }
+    served = module_procs.vmcp(config, filename="tasks-gone.yaml")
+    wire = Wire(str(served.url))
+    task_id = (await wire.call("gone_slow_compute", {"seconds": 0}))["taskId"]
+    assert (await wire.until(task_id, terminal))["status"] == "completed"
+    backend.close()  # the fixture process stops, and with it every task it held
+    error = await wire.error("tasks/get", {"taskId": task_id}, task_id)
+    assert error["code"] == -32603 and "gone" in error["message"], error
