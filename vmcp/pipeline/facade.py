@@ -159,7 +159,7 @@ class Facade:
 
     def _task_handler(self, method: str) -> Any:
         async def handle(ctx: ServerRequestContext[Any], params: TaskParams) -> dict[str, Any]:
-            return await self.pipeline.task(caller_of(ctx), method, params, _inbound(ctx))
+            return await self.pipeline.tasks.request(caller_of(ctx), method, params, _inbound(ctx))
 
         return handle
 
@@ -224,7 +224,7 @@ class Facade:
         inbound = _inbound(ctx)
 
         async def read_task(task_id: str) -> dict[str, Any] | None:
-            return await self.pipeline.task_state(caller, task_id, inbound)
+            return await self.pipeline.tasks.state(caller, task_id, inbound)
 
         async with self.pipeline.forward.following(targets):
             return await self._listen_streams.serve(ctx, honored, list(task_ids or ()), read_task)
