@@ -33,7 +33,7 @@ from vmcp.config.loading import ConfigError
 from vmcp.config.models import VmcpConfig
 from vmcp.ops import logs, telemetry
 from vmcp.ops.audit import AuditLog
-from vmcp.runs.orchestrator import TemporalUnreachable, check_namespace, connect
+from vmcp.runs.temporal_client import TemporalUnreachable, check_namespace, connect
 
 logger = logging.getLogger("vmcp.worker")
 

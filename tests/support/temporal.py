@@ -14,7 +14,7 @@ from temporalio.client import Client as TemporalClient
 from tests.support.processes import Child, free_port, poll, tail
 from vmcp.config.loading import parse_config
 from vmcp.dev.temporal import temporal_command
-from vmcp.runs.orchestrator import TemporalUnreachable, check_namespace, connect
+from vmcp.runs.temporal_client import TemporalUnreachable, check_namespace, connect
 
 TEMPORAL = str(Path(sys.executable).parent / "temporal")
 # a workflow task that failed is retried within a second (the default backs off to minutes), so a

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from vmcp.config.loading import parse_config
-from vmcp.runs.orchestrator import TemporalUnreachable, connect
+from vmcp.runs.temporal_client import TemporalUnreachable, connect
 
 
 def _connect_error(temporal: dict[str, object], base: Path) -> str:

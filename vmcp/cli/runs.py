@@ -71,7 +71,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     config = config_or_none(args.config)
     if config is None:
         return 1
-    from vmcp.runs.orchestrator import Orchestrator, RunNotFound, TemporalUnreachable
+    from vmcp.runs.orchestrator import Orchestrator, RunNotFound
+    from vmcp.runs.temporal_client import TemporalUnreachable
 
     orchestrator = Orchestrator(config)
     try:
@@ -154,7 +155,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
     if config is None:
         return 1
 
-    from vmcp.runs.orchestrator import Orchestrator, RunNotFound, RunNotWaiting, TemporalUnreachable
+    from vmcp.runs.orchestrator import Orchestrator, RunNotFound, RunNotWaiting
+    from vmcp.runs.temporal_client import TemporalUnreachable
 
     kind = args.command
     approver = args.as_ or os.environ.get("VMCP_APPROVER") or getpass.getuser()
@@ -186,8 +188,9 @@ def cmd_answer(args: argparse.Namespace) -> int:
     config = config_or_none(args.config)
     if config is None:
         return 1
-    from vmcp.runs.orchestrator import Orchestrator, RunNotFound, RunNotWaiting, TemporalUnreachable
+    from vmcp.runs.orchestrator import Orchestrator, RunNotFound, RunNotWaiting
     from vmcp.runs.questions import open_questions
+    from vmcp.runs.temporal_client import TemporalUnreachable
 
     orchestrator = Orchestrator(config)
     responder = args.as_ or os.environ.get("VMCP_APPROVER") or getpass.getuser()

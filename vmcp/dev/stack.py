@@ -38,7 +38,7 @@ from vmcp.dev.temporal import (
 from vmcp.pipeline.app import StartupRefused, create_app, serve_directory
 from vmcp.pipeline.http_server import uvicorn_config
 from vmcp.pipeline.tokens import refuses_anonymous
-from vmcp.runs.orchestrator import TemporalUnreachable, wait_until_reachable
+from vmcp.runs.temporal_client import TemporalUnreachable, wait_until_reachable
 
 __all__ = ["DevPlan", "DevStackError", "find_temporal_binary", "plan_dev", "run_dev"]
 

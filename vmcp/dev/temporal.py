@@ -27,7 +27,7 @@ import anyio
 
 from vmcp.composite.contracts import SEARCH_ATTRIBUTES
 from vmcp.config.models import VmcpConfig
-from vmcp.runs.orchestrator import TemporalUnreachable, connect, wait_until_reachable
+from vmcp.runs.temporal_client import TemporalUnreachable, connect, wait_until_reachable
 
 DEFAULT_DYNAMIC_CONFIG: dict[str, Any] = {
     # The dev server reads each history shard's transfer queue at most 20 times a second, which

@@ -4,7 +4,7 @@ A composite call validates its arguments against the tool's JSON Schema (default
 anything starts, resolves the definition against the current catalogue, and starts the run under
 the id `vmcp-<tool>-<uuid>`. It waits at most the tool's `wait`; a run still going then answers at
 once with its id and state, and the built-in tools reach it later. No Temporal types here: the
-orchestrator is the only module that talks to Temporal.
+orchestrator (with `temporal_client`, how it connects) is the only code that talks to Temporal.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from vmcp.composite.contracts import WAITING_FOR_PEOPLE, CompositeRunInput, Comp
 from vmcp.config.composite import CompositeTool, ForEachStep, ToolStep
 from vmcp.config.models import VmcpConfig
 from vmcp.ops import logs
-from vmcp.runs.orchestrator import Orchestrator, RunNotFound, TemporalUnreachable
+from vmcp.runs.orchestrator import Orchestrator, RunNotFound
 from vmcp.runs.questions import Questions, can_elicit, open_questions
 from vmcp.runs.request_state import InvalidState
 from vmcp.runs.tasks import RunTasks, created, declares_tasks
+from vmcp.runs.temporal_client import TemporalUnreachable
 from vmcp.runs.tools import BUILTIN_TOOLS, RunTools, error, result_of, still_going
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,137 @@
+"""How vmcp connects to Temporal: address, namespace, TLS or API key, decided in one place.
+
+Everything that talks to the Temporal frontend (the worker, `vmcp dev`, and the façade and CLI
+when they start, query and signal runs) connects through `connect`, and a Temporal that is not
+there is `TemporalUnreachable` with a one-line reason (not the SDK's Rust error chain).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+
+import anyio
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
+from temporalio.client import Client, Interceptor
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
+
+from vmcp.backends.common import BackendUnavailable, expand_env
+from vmcp.config.models import VmcpConfig
+from vmcp.ops import telemetry
+
+logger = logging.getLogger(__name__)
+
+CONNECT_ATTEMPT_TIMEOUT = 10.0
+"""Seconds one connection attempt may take (a black-holed address would otherwise hang)."""
+_RPC_TIMEOUT = timedelta(seconds=5)
+
+
+class TemporalUnreachable(Exception):
+    """Temporal did not answer; the message names the address and the reason, for an operator."""
+
+
+async def connect(config: VmcpConfig) -> Client:
+    """One connection attempt to `temporal.address` / `temporal.namespace`.
+
+    Raises TemporalUnreachable (with a one-line reason, not the transport's error chain) when
+    nothing answers there.
+    """
+    temporal = config.temporal
+    try:
+        with anyio.fail_after(CONNECT_ATTEMPT_TIMEOUT):
+            # with tracing on, runs and their activities join the trace of the call that started them
+            interceptors: list[Interceptor] = []
+            if telemetry.enabled():
+                from temporalio.contrib.opentelemetry import TracingInterceptor  # only with tracing on
+
+                interceptors.append(TracingInterceptor())
+            return await Client.connect(
+                temporal.address,
+                namespace=temporal.namespace,
+                interceptors=interceptors,
+                tls=_tls(config),
+                api_key=_api_key(config),
+            )
+    except TimeoutError:
+        raise TemporalUnreachable(
+            f"Temporal at {temporal.address} did not answer within {CONNECT_ATTEMPT_TIMEOUT:g}s"
+        ) from None
+    except (RuntimeError, RPCError, OSError) as exc:
+        raise TemporalUnreachable(f"Temporal at {temporal.address} is not reachable: {describe_error(exc)}") from None
+
+
+def _api_key(config: VmcpConfig) -> str | None:
+    if config.temporal.api_key is None:
+        return None
+    try:
+        return expand_env({"api_key": config.temporal.api_key})["api_key"]
+    except BackendUnavailable as exc:  # an unset ${VARIABLE}
+        raise TemporalUnreachable(f"temporal.api_key: {exc}") from None
+
+
+def _tls(config: VmcpConfig) -> TLSConfig | bool:
+    settings = config.temporal.tls
+    if settings is None:
+        return bool(config.temporal.api_key)  # Temporal Cloud's API keys go over TLS only
+
+    def read(name: str | None) -> bytes | None:
+        return config.resolve_path(name).read_bytes() if name else None
+
+    try:
+        return TLSConfig(
+            server_root_ca_cert=read(settings.server_ca_file),
+            client_cert=read(settings.client_cert_file),
+            client_private_key=read(settings.client_key_file),
+            domain=settings.server_name,
+        )
+    except OSError as exc:
+        raise TemporalUnreachable(f"temporal.tls: cannot read {exc.filename}: {exc.strerror}") from None
+
+
+async def check_namespace(client: Client, namespace: str) -> None:
+    """Raise TemporalUnreachable unless `namespace` exists on the server `client` talks to."""
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=namespace), timeout=_RPC_TIMEOUT
+        )
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise TemporalUnreachable(
+                f"namespace {namespace!r} does not exist on the Temporal server "
+                f"(create it with `temporal operator namespace create --namespace {namespace}`)"
+            ) from None
+        raise TemporalUnreachable(f"Temporal did not describe namespace {namespace!r}: {exc.message}") from None
+
+
+async def wait_until_reachable(config: VmcpConfig, timeout: float) -> None:
+    """Poll until Temporal answers and the configured namespace exists, or raise TemporalUnreachable
+    with the last reason once `timeout` seconds have passed."""
+    deadline = anyio.current_time() + timeout
+    delay = 0.1
+    while True:
+        try:
+            client = await connect(config)
+            await check_namespace(client, config.temporal.namespace)
+            return
+        except TemporalUnreachable as exc:
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                raise TemporalUnreachable(f"{exc} (waited {timeout:g}s)") from None
+            logger.debug("waiting for Temporal: %s", exc)
+            await anyio.sleep(min(delay, remaining))
+            delay = min(delay * 1.5, 1.0)
+
+
+_RUST_REASON = re.compile(r'message: "([^"]+)"|ConnectError\("([^"]+)"')
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason from the SDK's connection errors, which embed a Rust error chain."""
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, RPCError):
+        return exc.message
+    found: list[str] = [a or b for a, b in _RUST_REASON.findall(text)]
+    if found:
+        return found[-1]
+    return text.removeprefix("Failed client connect: ")[:200]
