@@ -96,6 +96,10 @@ class RequestStateSealer:
         """What `seal_body` sealed for `purpose`; InvalidState (`forged` or `expired`) otherwise."""
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            if base64.urlsafe_b64encode(raw).decode().rstrip("=") != token:
+                # another spelling of the same bytes (unused low bits of the last character):
+                # one sealed value has one token, so an altered one never opens
+                raise ValueError("not the canonical encoding")
             body = json.loads(self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], purpose))
         except (ValueError, InvalidTag, TypeError):
             raise InvalidState(forged) from None
