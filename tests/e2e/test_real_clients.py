@@ -442,7 +442,8 @@ CLIENT_ASKING: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "get-roots-list": ({}, "e2e-workspace-root"),
 }
-# everything's tool with execution.taskSupport "required" (exercised with the TypeScript client)
+# everything's tool with execution.taskSupport "required" (2025-11-25 tasks, which vmcp awaits for
+# its caller: exercised on its own, below)
 TASK_REQUIRED = {"simulate-research-query"}
 
 
@@ -606,14 +607,13 @@ async def test_six_backends_tools_listed_under_their_prefix(
     advertised = {tool.name: tool for tool in listed}
     assert len(advertised) == len(listed), "a tool name is advertised twice"
 
-    # tools that only run as tasks are withheld: vmcp does not relay the tasks extension yet
-    expected = {
-        f"{backend}_{tool.name}": tool
-        for backend, tools in direct_tools.items()
-        for tool in tools
-        if tool.name not in TASK_REQUIRED
-    }
+    expected = {f"{backend}_{tool.name}": tool for backend, tools in direct_tools.items() for tool in tools}
     assert sorted(advertised) == sorted(expected)
+    # a tool the backend runs only as a (2025-11-25) task is a plain tool through vmcp, which
+    # awaits the task for its caller
+    for tool in TASK_REQUIRED:
+        assert expected[f"everything_{tool}"].execution.task_support == "required"  # type: ignore[union-attr]
+        assert advertised[f"everything_{tool}"].execution is None
     for backend in SIX:
         assert any(name.startswith(f"{backend}_") for name in advertised), f"no tools from {backend}"
     for name, original in expected.items():
@@ -631,8 +631,7 @@ async def test_every_tool_of_six_backends_is_callable(six: SixStack, mode: str) 
         planned = {f"{call.backend}_{call.tool}" for call in plan}
         unplanned = sorted(advertised - planned - everything_special)
         assert not unplanned, f"advertised tools without a call in the table: {unplanned}"
-        withheld = {f"everything_{tool}" for tool in TASK_REQUIRED}
-        stale = sorted((planned | everything_special) - advertised - withheld)
+        stale = sorted((planned | everything_special) - advertised)
         assert not stale, f"the table calls tools that are not advertised: {stale}"
 
         for call in plan:
@@ -729,13 +728,50 @@ async def test_everything_tools_that_ask_the_client(six: SixStack, tool: str) ->
     assert asked_through_vmcp.asked == asked_directly.asked
 
 
-def test_task_only_tool_is_withheld_not_broken(node_tools: NodeTools, six: SixStack) -> None:
-    """`simulate-research-query` declares execution.taskSupport "required": only a task-augmented
-    call of the 2025-11-25 kind runs it (`params.task`, `tasks/result`), and vmcp relays only the
-    2026-07-28 tasks extension. So it is not advertised (an advertised tool that can never be
-    called would be worse), and a call by name says so."""
+def test_a_task_only_tool_is_a_plain_call_for_a_typescript_client(node_tools: NodeTools, six: SixStack) -> None:
+    """`simulate-research-query` declares execution.taskSupport "required": directly, only a
+    task-augmented call of the 2025-11-25 kind runs it (`params.task`, then `tasks/result`). Through
+    vmcp it is a plain tool: vmcp awaits the backend's task within the call
+    (`vmcp.backends.awaited_tasks`), and the TypeScript SDK's ordinary `callTool` gets the report."""
     run = run_ts_client(node_tools, six.url, "everything_simulate-research-query", {"topic": "cats"})
-    assert run.summary is not None or run.returncode != 0
-    assert "everything_simulate-research-query" not in (run.summary or {}).get("tools", [])
-    output = json.dumps(run.summary) + run.stderr
-    assert "Unknown tool" in output, output[-1000:]
+    assert run.returncode == 0 and run.summary is not None, run.stderr[-2000:]
+    assert "everything_simulate-research-query" in run.summary["tools"]
+    result = json.dumps(run.summary["call"]["result"])
+    assert "Research Report: cats" in result and "Stage 4: Generating report" in result, result[:2000]
+    assert "related-task" not in result  # the backend's task id stays between vmcp and the backend
+
+
+@pytest.mark.anyio
+async def test_a_task_only_tool_asks_its_question_and_reports_its_stages_to_the_caller(six: SixStack) -> None:
+    """The backend's task asks for a clarification through `tasks/result` (an ambiguous topic)
+    and moves through stages: a 2025-11-25 caller is asked the question mid-call, without the
+    backend's task id, and sees each stage as a progress message; its answer shapes the report."""
+    asked: list[types.ElicitRequestParams] = []
+
+    async def clarify(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params)
+        return types.ElicitResult(action="accept", content={"interpretation": "snake"})
+
+    stages: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        stages.append(message or "")
+
+    arguments = {"topic": "python", "ambiguous": True}
+    async with Client(six.url, mode="legacy", elicitation_callback=clarify) as client:
+        with anyio.fail_after(CALL_TIMEOUT):
+            result = await client.call_tool(
+                "everything_simulate-research-query", arguments, progress_callback=on_progress
+            )
+    dumped = _dump(result)
+    assert not result.is_error and "Research Report: python (snake)" in dumped, dumped[:2000]
+    assert len(asked) == 1 and "python" in asked[0].message
+    assert not (asked[0].meta or {}), asked[0].meta  # no related-task: the caller knows no such task
+    assert stages[0] == "Gathering sources..." and "Generating report..." in stages, stages
+    assert any("Continuing with interpretation" in stage for stage in stages), stages
+
+    # a 2026-07-28 caller (no mid-call questions in its era) gets the report too
+    async with Client(six.url, mode="2026-07-28") as client:
+        with anyio.fail_after(CALL_TIMEOUT):
+            modern = await client.call_tool("everything_simulate-research-query", {"topic": "otters"})
+    assert not modern.is_error and "Research Report: otters" in _dump(modern), _dump(modern)[:2000]

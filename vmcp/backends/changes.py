@@ -17,6 +17,7 @@ from mcp import Client
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from vmcp.backends.awaited_tasks import without_related_task
 from vmcp.backends.common import BackendEvents, describe_error
 from vmcp.backends.supervised import Supervised
 
@@ -53,7 +54,7 @@ class ChangeFollowing:
     async def _ask(self, request: types.InputRequest) -> Any:
         if self.events is None:
             return types.ErrorData(code=types.INVALID_REQUEST, message="vmcp has no client to ask")
-        return await self.events.ask_client(self.name, request)
+        return await self.events.ask_client(self.name, without_related_task(request))
 
     async def on_sampling(self, context: Any, params: types.CreateMessageRequestParams) -> Any:
         return await self._ask(types.CreateMessageRequest(params=params))

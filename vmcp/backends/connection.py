@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import TypeVar
@@ -27,6 +27,7 @@ from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from vmcp.backends.awaited_tasks import awaitable
 from vmcp.backends.changes import ChangeFollowing
 from vmcp.backends.common import (
     BackendEvents,
@@ -102,6 +103,7 @@ class BackendConnection:
         # handshake-era callers' session to a backend that speaks both eras (`vmcp.backends.handshake`)
         self.handshake: HandshakeSession | None = None
         self.header_bound_tools: frozenset[str] = frozenset()
+        self.awaited_task_tools: frozenset[str] = frozenset()  # `vmcp.backends.awaited_tasks`
         self._broken = anyio.Event()
         self._stop = anyio.Event()
         self._wake = anyio.Event()
@@ -249,12 +251,12 @@ class BackendConnection:
 
     async def _list(self, client: Client) -> BackendListing:
         caps = client.server_capabilities
-        tools: list[types.Tool] = []
+        tools: Sequence[types.Tool] = ()
         prompts: list[types.Prompt] = []
         resources: list[types.Resource] = []
         templates: list[types.ResourceTemplate] = []
         if caps.tools is not None:
-            tools = await all_pages(client.list_tools, "tools")
+            tools, self.awaited_task_tools = awaitable(client, await all_pages(client.list_tools, "tools"))
         if caps.prompts is not None:
             prompts = await all_pages(client.list_prompts, "prompts")
         if caps.resources is not None:

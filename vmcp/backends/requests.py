@@ -21,6 +21,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import LOG_LEVEL_META_KEY
 from pydantic import TypeAdapter
 
+from vmcp.backends.awaited_tasks import call_as_task
 from vmcp.backends.common import BackendUnavailable, describe_error
 from vmcp.backends.credentials import passed_headers
 from vmcp.backends.handshake import HandshakeSession
@@ -99,6 +100,10 @@ class BackendRequests:
                     f"backend {self.connection.name!r} exchanges each caller's token, which needs a per-request "
                     "header: a 2026-07-28 streamable-HTTP backend (it is not one, or is down)"
                 )
+        elif name in self.connection.awaited_task_tools:
+            client = await self.connection.ready_client()
+            limit = timeout or self.connection.config.timeout
+            return await self.connection.guard(call_as_task(client, params, limit, progress), timeout, acts=True)
         elif in_handshake_era or progress is not None or streams or not self.takes_lean_path(name):
             return await self._call_over_session(name, params, progress, timeout, handshake_caller)
         return await self._over_wire(

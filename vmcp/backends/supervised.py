@@ -31,6 +31,7 @@ class Supervised(Protocol):
     state: State
     wire: ModernHttpWire | None  # the lean tools/call path, when the backend allows it
     header_bound_tools: frozenset[str]  # tools whose arguments mirror into headers: the SDK's to send
+    awaited_task_tools: frozenset[str]  # tools called as 2025-11-25 tasks and awaited (`awaited_tasks`)
     tasks: TaskGroup | None  # the live connection's tasks (None while it is down)
     handshake: HandshakeSession | None  # handshake-era callers' session to a dual-era backend
 
