@@ -182,6 +182,8 @@ class AggregationConfig(_Strict):
     prefix_format: str = "{backend}_"
     priority: list[str] = Field(default_factory=list)
     backends: dict[str, BackendAggregation] = Field(default_factory=dict)
+    # items per page of tools/list, prompts/list, resources/list (cursor pagination, both eras)
+    page_size: int = Field(default=1000, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _prefix_format(self) -> AggregationConfig:

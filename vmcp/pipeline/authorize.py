@@ -46,6 +46,10 @@ class Authorization:
 
     # ------------------------------------------------------------------ lists
 
+    def view(self, caller: Mapping[str, Any]) -> tuple[bool, ...]:
+        """Callers with equal views see equal lists (`vmcp.pipeline.lists`)."""
+        return self.rules.view(caller)
+
     def tools(self, caller: Mapping[str, Any], tools: Sequence[types.Tool], catalog: Catalog) -> list[types.Tool]:
         return self._visible(caller, tools, catalog, lambda t: route.tool(catalog, t.name) or route.own_tool(t.name))
 

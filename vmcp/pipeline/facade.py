@@ -23,13 +23,14 @@ from vmcp.backends.common import package_version
 from vmcp.backends.pool import BackendPool
 from vmcp.catalog.aggregate import TASKS_EXTENSION, Catalog, CatalogError, build_catalog
 from vmcp.catalog.steps import resolve
-from vmcp.clients.relay import Relay
+from vmcp.clients.relay import Relay, connection_of
 from vmcp.config.models import VmcpConfig
 from vmcp.ops.audit import AuditLog
 from vmcp.ops.metrics import Metrics
 from vmcp.pipeline.forward import Inbound
 from vmcp.pipeline.identify import bearer_token, caller_of
 from vmcp.pipeline.listen import ListenStreams
+from vmcp.pipeline.lists import LIST_METHODS, PreparedLists, cursor_of
 from vmcp.pipeline.requests import Pipeline
 from vmcp.runs.calls import CompositeRuns
 from vmcp.runs.tasks import TASK_METHODS, TaskParams, declares_tasks, missing_capability
@@ -56,17 +57,23 @@ class Facade:
         self.metrics.watch_backends(pool.statuses)
         self.pipeline = Pipeline(config, pool, self.relay, self.runs, lambda: self.catalog, self.metrics, self.audit)
         self._listen_streams = ListenStreams(self.relay.bus)
+        self.lists = PreparedLists(
+            self._visible,
+            self.pipeline.authorization.view,
+            config.aggregation.page_size,
+            lambda: self.server.server_info_stamp,
+        )
         self.server: Server[Any] = _AnnouncingServer(
             "vmcp",
             version=package_version(),
             instructions="vmcp aggregates several MCP servers behind one endpoint.",
             get_tool_input_schema=self._input_schema,
-            on_list_tools=self._list_tools,
+            on_list_tools=self._list,
             on_call_tool=self._call_tool,
-            on_list_prompts=self._list_prompts,
+            on_list_prompts=self._list,
             on_get_prompt=self._get_prompt,
-            on_list_resources=self._list_resources,
-            on_list_resource_templates=self._list_resource_templates,
+            on_list_resources=self._list,
+            on_list_resource_templates=self._list,
             on_read_resource=self._read_resource,
             on_completion=self._complete,
             on_subscribe_resource=self._subscribe,
@@ -91,6 +98,9 @@ class Facade:
 
     async def _note_session(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
         self.relay.seen(ctx)
+        if ctx.method in LIST_METHODS and connection_of(ctx).initialize_accepted:
+            # a prepared page is already the result the SDK would make of it: skip validating it again
+            return self.lists.page(ctx.method, caller_of(ctx), ctx.protocol_version, cursor_of(ctx.params)).result
         return await call_next(ctx)
 
     # ------------------------------------------------------------------ the catalogue
@@ -113,12 +123,14 @@ class Facade:
             if initial:  # nothing partial may be served: an empty catalogue until the clash is settled
                 self.catalog = Catalog()
                 self._tools = []
+                self.lists.reset()
             return self.catalog
         for warning in catalog.warnings:
             logger.warning("%s", warning)
         self.catalog_error = None
         self.catalog = catalog
         self._tools = [*catalog.tools, *self.runs.advertised()]
+        self.lists.reset()
         self._check_composites(catalog)
         return catalog
 
@@ -148,10 +160,18 @@ class Facade:
 
     # ------------------------------------------------------------------ handlers: each one request through the pipeline
 
-    async def _list_tools(
-        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
-    ) -> types.ListToolsResult:
-        return types.ListToolsResult(tools=self.pipeline.tools(caller_of(ctx), self._tools))
+    def _visible(self, method: str, caller: Mapping[str, Any]) -> list[Any]:
+        if method == "tools/list":
+            return self.pipeline.tools(caller, self._tools)
+        if method == "prompts/list":
+            return self.pipeline.prompts(caller)
+        if method == "resources/list":
+            return self.pipeline.resources(caller)
+        return self.pipeline.resource_templates(caller)
+
+    async def _list(self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None) -> Any:
+        cursor = params.cursor if params is not None else None
+        return self.lists.page(ctx.method, caller_of(ctx), ctx.protocol_version, cursor).result
 
     async def _call_tool(self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams) -> Any:
         forwarded = params.model_dump(by_alias=True, mode="json", exclude_none=True)
@@ -163,23 +183,8 @@ class Facade:
 
         return handle
 
-    async def _list_prompts(
-        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
-    ) -> types.ListPromptsResult:
-        return types.ListPromptsResult(prompts=self.pipeline.prompts(caller_of(ctx)))
-
     async def _get_prompt(self, ctx: ServerRequestContext[Any], params: types.GetPromptRequestParams) -> Any:
         return await self.pipeline.get_prompt(ctx, caller_of(ctx), params)
-
-    async def _list_resources(
-        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
-    ) -> types.ListResourcesResult:
-        return types.ListResourcesResult(resources=self.pipeline.resources(caller_of(ctx)))
-
-    async def _list_resource_templates(
-        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
-    ) -> types.ListResourceTemplatesResult:
-        return types.ListResourceTemplatesResult(resource_templates=self.pipeline.resource_templates(caller_of(ctx)))
 
     async def _read_resource(self, ctx: ServerRequestContext[Any], params: types.ReadResourceRequestParams) -> Any:
         return await self.pipeline.read_resource(ctx, caller_of(ctx), params)

@@ -1,11 +1,12 @@
-"""The lean inbound path for the hottest request: a plain 2026-07-28 `tools/call`.
+"""The lean inbound path for the hottest requests: a plain 2026-07-28 `tools/call`, and lists.
 
 A 2026-07-28 POST is one self-contained JSON-RPC request, so when nothing can come back but the
 answer (the tool's backend is reached over its lean wire, and the caller asked for no progress or
 log stream) vmcp takes it here rather than through the SDK's session machinery: the same
 Host/Origin, content-type, Accept and envelope checks as the SDK (its own validators are reused),
 then the same pipeline as every other request (`vmcp.pipeline.requests`: authorize, reshape,
-police, forward, observe), and the answer with vmcp's `serverInfo` stamp. This is an inbound
+police, forward, observe), and the answer with vmcp's `serverInfo` stamp. A 2026-07-28 list is
+answered with the bytes of its prepared page (`vmcp.pipeline.lists`). This is an inbound
 transport, not a second pipeline. Anything else — other methods, handshake-era sessions, progress
 tokens, log opt-ins, `Mcp-Param-*` headers, vmcp's own tools, anything the checks do not like — is
 replayed untouched to the SDK's app, which then owns the answer (and every error message).
@@ -37,6 +38,7 @@ from vmcp.pipeline.envelope import error_result
 from vmcp.pipeline.facade import Facade
 from vmcp.pipeline.forward import Inbound
 from vmcp.pipeline.identify import bearer_token, caller_in
+from vmcp.pipeline.lists import LIST_METHODS, cursor_of
 
 logger = logging.getLogger(__name__)
 
@@ -87,11 +89,16 @@ class LeanToolCalls:
             decoded = json.loads(body)
         except (ValueError, RecursionError):
             return False
-        if not isinstance(decoded, dict) or decoded.get("method") != "tools/call" or decoded.get("jsonrpc") != "2.0":
+        if not isinstance(decoded, dict) or decoded.get("jsonrpc") != "2.0":
             return False
+        method = decoded.get("method")
         request_id = decoded.get("id")
         params = decoded.get("params")
         if not isinstance(request_id, str | int) or isinstance(request_id, bool) or not isinstance(params, dict):
+            return False
+        if method in LIST_METHODS:
+            return await self._list(scope, decoded, headers, send)
+        if method != "tools/call":
             return False
         name = params.get("name")
         arguments = params.get("arguments")
@@ -134,6 +141,27 @@ class LeanToolCalls:
             message = {"jsonrpc": "2.0", "id": request_id, "result": self._restamp(failure)}
         self.served += 1
         await _send_json(send, status, message)
+        return True
+
+    async def _list(self, scope: Scope, decoded: dict[str, Any], headers: Any, send: Send) -> bool:
+        """A list from its prepared view: the page's bytes, encoded once per catalogue change."""
+        params = decoded["params"]
+        meta = params.get("_meta")
+        if not isinstance(meta, dict) or LOG_LEVEL_META_KEY in meta:
+            return False
+        if isinstance(classify_inbound_request(decoded, headers=dict(headers)), InboundLadderRejection):
+            return False
+        version = str(meta.get(PROTOCOL_VERSION_META_KEY))
+        if version not in MODERN_PROTOCOL_VERSIONS:
+            return False
+        try:
+            cursor = cursor_of(params)
+            page = self._facade.lists.page(decoded["method"], caller_in(scope, meta), version, cursor)
+        except MCPError as exc:  # an invalid cursor
+            error = exc.error.model_dump(mode="json", exclude_none=True)
+            await _send_json(send, 200, {"jsonrpc": "2.0", "id": decoded["id"], "error": error})
+            return True
+        await _send_body(send, 200, page.message(decoded["id"]))
         return True
 
     def _restamp(self, result: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +225,10 @@ def _replay(body: bytes, complete: bool, receive: Receive) -> Receive:
 
 
 async def _send_json(send: Send, status: int, message: dict[str, Any]) -> None:
-    payload = json.dumps(message, separators=(",", ":")).encode()
+    await _send_body(send, status, json.dumps(message, separators=(",", ":")).encode())
+
+
+async def _send_body(send: Send, status: int, payload: bytes) -> None:
     await send(
         {
             "type": "http.response.start",

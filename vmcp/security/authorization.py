@@ -34,6 +34,13 @@ class Authorizer:
                 return rule.effect == "allow"
         return self.config.default == "allow"
 
+    def view(self, caller: Mapping[str, Any]) -> tuple[bool, ...]:
+        """What `allows` depends on of the caller: which rules' conditions it meets. Callers with
+        the same view are allowed the same things, so they may share prepared lists."""
+        if self.config is None:
+            return ()
+        return tuple(_matches(rule.when, caller) for rule in self.config.rules)
+
     def reaches_others_runs(self, caller: Mapping[str, Any], tool: str) -> bool:
         """Whether `caller` may use run tool `tool` on runs other callers started: only a rule that
         says `runs: any` can allow it (without `authorization:`, nobody may)."""

@@ -1,0 +1,138 @@
+"""Lists answered from prepared views: `tools/list`, `prompts/list`, `resources/list` and
+`resources/templates/list` as a lookup plus a write.
+
+At thousands of tools, building a list per request (filter for the caller, validate and dump
+every model, encode) costs the better part of a second of CPU, and every client lists — a
+2026-07-28 client may list before every call. So each list is prepared once per *view* and
+protocol version, and kept until the catalogue changes: validated and shaped for that version (the
+SDK's own per-version result types), cut into pages, each page held as its wire `result` and as
+encoded bytes. A view is what the caller's authorization decides: callers whom the same rules
+match see the same lists (`Authorizer.view`), so anonymous deployments hold one view per version.
+
+Pages are `aggregation.page_size` items long, with an opaque cursor naming the next page; the
+cursor is an offset in the caller's view, so any replica with the same catalogue continues it. A
+cursor that names no page of the current view (forged, or the catalogue shrank since: clients
+are told `list_changed`) is invalid params, as the protocol wants for an unknown cursor.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import mcp_types as types
+from mcp.shared.exceptions import MCPError
+from mcp_types import SERVER_INFO_META_KEY
+from mcp_types.methods import serialize_server_result
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+from pydantic import BaseModel
+
+# each list method and the field that carries its items
+LIST_METHODS: Mapping[str, str] = {
+    "tools/list": "tools",
+    "prompts/list": "prompts",
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+}
+MAX_VIEWS = 256  # prepared (method, view, version) entries kept; the least recently used go first
+_CURSOR_PREFIX = b"vmcp-page:"
+
+
+@dataclass(frozen=True)
+class Page:
+    result: dict[str, Any]  # the wire result, for the SDK's session path (never mutated: shared)
+    body: bytes  # the same, JSON-encoded, for the lean path
+
+    def message(self, request_id: str | int) -> bytes:
+        """The whole JSON-RPC response, without encoding the result again."""
+        return b'{"jsonrpc":"2.0","id":' + json.dumps(request_id).encode() + b',"result":' + self.body + b"}"
+
+
+# the items a caller may see, in order, for one list method
+Visible = Callable[[str, Mapping[str, Any]], Sequence[BaseModel]]
+
+
+class PreparedLists:
+    def __init__(
+        self,
+        visible: Visible,
+        view_of: Callable[[Mapping[str, Any]], Hashable],
+        page_size: int,
+        server_info: Callable[[], dict[str, Any]],
+    ) -> None:
+        self._visible = visible
+        self._view_of = view_of
+        self._page_size = page_size
+        self._server_info = server_info
+        self._prepared: OrderedDict[tuple[str, Hashable, str], list[Page]] = OrderedDict()
+
+    def reset(self) -> None:
+        """The catalogue changed: every view is prepared again when next asked for."""
+        self._prepared.clear()
+
+    def page(self, method: str, caller: Mapping[str, Any], version: str, cursor: str | None) -> Page:
+        key = (method, self._view_of(caller), version)
+        pages = self._prepared.get(key)
+        if pages is None:
+            pages = self._prepare(method, caller, version)
+            self._prepared[key] = pages
+            while len(self._prepared) > MAX_VIEWS:
+                self._prepared.popitem(last=False)
+        else:
+            self._prepared.move_to_end(key)
+        return pages[_page_index(cursor, len(pages))]
+
+    def _prepare(self, method: str, caller: Mapping[str, Any], version: str) -> list[Page]:
+        field = LIST_METHODS[method]
+        visible = self._visible(method, caller)
+        items = [item.model_dump(by_alias=True, mode="json", exclude_none=True) for item in visible]
+        starts = range(0, max(len(items), 1), self._page_size)
+        pages = []
+        for number, start in enumerate(starts):
+            data: dict[str, Any] = {field: items[start : start + self._page_size]}
+            if number + 1 < len(starts):
+                data["nextCursor"] = _cursor(number + 1)
+            if version in MODERN_PROTOCOL_VERSIONS:
+                # immediately stale, and for this authorization context only: a list is per view,
+                # and changes whenever a backend's does
+                data |= {"ttlMs": 0, "cacheScope": "private", "resultType": "complete"}
+                data["_meta"] = {SERVER_INFO_META_KEY: self._server_info()}
+            result = serialize_server_result(method, version, data)
+            pages.append(Page(result, json.dumps(result, separators=(",", ":")).encode()))
+        return pages
+
+
+def cursor_of(params: Any) -> str | None:
+    """The cursor of a list request's params (None: the first page); invalid params otherwise."""
+    if params is None:
+        return None
+    cursor = params.get("cursor") if isinstance(params, Mapping) else getattr(params, "cursor", None)
+    if cursor is not None and not isinstance(cursor, str):
+        raise MCPError(code=types.INVALID_PARAMS, message="Invalid cursor: not a string")
+    return cursor
+
+
+def _cursor(index: int) -> str:
+    return base64.urlsafe_b64encode(_CURSOR_PREFIX + str(index).encode()).decode()
+
+
+def _page_index(cursor: str | None, pages: int) -> int:
+    if cursor is None:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode("ascii"))
+        index = int(raw.removeprefix(_CURSOR_PREFIX)) if raw.startswith(_CURSOR_PREFIX) else -1
+    except (binascii.Error, ValueError, UnicodeEncodeError):
+        index = -1
+    if not 0 < index < pages:
+        raise MCPError(
+            code=types.INVALID_PARAMS,
+            message="Invalid cursor: it names no page of this list (list again from the start)",
+            data={"cursor": cursor[:200]},
+        )
+    return index
