@@ -177,6 +177,30 @@ class BackendAggregation(_Strict):
 ConflictResolution = Literal["prefix", "priority", "manual"]
 
 
+class SearchToolConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")
+    description: str | None = None  # None: vmcp's own wording
+
+
+class SearchConfig(_Strict):
+    """Search mode for large catalogues: `find_tools` and `call_tool`, instead of the full tool
+    list (`instead`) or beside it (`beside`)."""
+
+    mode: Literal["instead", "beside"] = "instead"
+    find_tools: SearchToolConfig = SearchToolConfig(name="find_tools")
+    call_tool: SearchToolConfig = SearchToolConfig(name="call_tool")
+    default_limit: int = Field(default=5, ge=1, le=100)
+    max_limit: int = Field(default=25, ge=1, le=500)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SearchConfig:
+        if self.find_tools.name == self.call_tool.name:
+            raise ValueError("find_tools.name and call_tool.name must differ")
+        if self.default_limit > self.max_limit:
+            raise ValueError("default_limit may not exceed max_limit")
+        return self
+
+
 class AggregationConfig(_Strict):
     conflict_resolution: ConflictResolution = "prefix"
     prefix_format: str = "{backend}_"
@@ -184,6 +208,7 @@ class AggregationConfig(_Strict):
     backends: dict[str, BackendAggregation] = Field(default_factory=dict)
     # items per page of tools/list, prompts/list, resources/list (cursor pagination, both eras)
     page_size: int = Field(default=1000, ge=1, le=100_000)
+    search: SearchConfig | None = None  # unset: no search tools
 
     @model_validator(mode="after")
     def _prefix_format(self) -> AggregationConfig:

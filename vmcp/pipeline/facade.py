@@ -115,7 +115,7 @@ class Facade:
                 self.config.aggregation,
                 [b.name for b in self.config.backends],
                 self.pool.listings(),
-                reserved=self.runs.names,
+                reserved=self.pipeline.own_names,
             )
         except CatalogError as exc:
             self.catalog_error = exc
@@ -129,7 +129,7 @@ class Facade:
             logger.warning("%s", warning)
         self.catalog_error = None
         self.catalog = catalog
-        self._tools = [*catalog.tools, *self.runs.advertised()]
+        self._tools = self.pipeline.search.advertised([*catalog.tools, *self.runs.advertised()])
         self.lists.reset()
         self._check_composites(catalog)
         return catalog
@@ -156,7 +156,9 @@ class Facade:
 
     def _input_schema(self, name: str) -> Mapping[str, Any] | None:
         tool = self.catalog.tool(name)
-        return tool.input_schema if tool is not None else self.runs.input_schema(name)
+        if tool is not None:
+            return tool.input_schema
+        return self.runs.input_schema(name) or self.pipeline.search.input_schema(name)
 
     # ------------------------------------------------------------------ handlers: each one request through the pipeline
 

@@ -109,7 +109,7 @@ class LeanToolCalls:
             return False
         if isinstance(classify_inbound_request(decoded, headers=dict(headers)), InboundLadderRejection):
             return False
-        if name in self._facade.runs.names:
+        if name in self._facade.pipeline.own_names:
             return False  # vmcp's own tools may stream progress or ask the caller: the SDK's session serves them
         route = self._facade.catalog.tool_routes.get(name)
         if route is not None:

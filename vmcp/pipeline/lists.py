@@ -129,7 +129,7 @@ def _page_index(cursor: str | None, pages: int) -> int:
         index = int(raw.removeprefix(_CURSOR_PREFIX)) if raw.startswith(_CURSOR_PREFIX) else -1
     except (binascii.Error, ValueError, UnicodeEncodeError):
         index = -1
-    if not 0 < index < pages:
+    if not 0 < index < pages or _cursor(index) != cursor:  # one spelling per page
         raise MCPError(
             code=types.INVALID_PARAMS,
             message="Invalid cursor: it names no page of this list (list again from the start)",

@@ -42,6 +42,7 @@ from vmcp.pipeline.observe import Observer
 from vmcp.pipeline.police import Refusal, police, police_uri
 from vmcp.pipeline.reshape import reshape
 from vmcp.pipeline.route import Target
+from vmcp.pipeline.search import ToolSearch
 from vmcp.pipeline.task_requests import TaskRequests
 from vmcp.runs.calls import CompositeRuns
 
@@ -73,6 +74,16 @@ class Pipeline:
         self.backend_tasks = BackendTaskIds(lambda: runs.questions.sealer)
         self.observer = Observer(metrics, audit)
         self.tasks = TaskRequests(runs, catalog, self.authorization, self.forward, self.backend_tasks, self.observer)
+        self.search = ToolSearch(
+            config.aggregation.search,
+            lambda caller, tools: self.authorization.tools(caller, tools, self._catalog()),
+            self.authorization.view,
+        )
+
+    @property
+    def own_names(self) -> set[str]:
+        """The tools vmcp answers itself: composites, run tools, search tools."""
+        return self.runs.names | self.search.names
 
     # ------------------------------------------------------------------ lists
 
@@ -100,7 +111,7 @@ class Pipeline:
         name = str(params.get("name"))
         catalog = self._catalog()
         target = route.tool(catalog, name)
-        if target is None and name in self.runs.names:
+        if target is None and name in self.own_names:
             target = route.own_tool(name)
         with telemetry.span(
             f"tools/call {name}",
@@ -134,6 +145,8 @@ class Pipeline:
     ) -> Any:
         name = target.name
         try:
+            if name in self.search.names:  # the inner call comes back through this pipeline
+                return await self.search.call(caller, params, lambda inner: self.call_tool(caller, inner, inbound))
             if target.backend is None:  # a composite or a run tool: vmcp answers it (through Temporal)
                 assert inbound.ctx is not None, "vmcp's own tools are served through the SDK's session"
                 request = types.CallToolRequestParams.model_validate(params)
