@@ -33,6 +33,7 @@ from vmcp.config.loading import ConfigError
 from vmcp.config.models import VmcpConfig
 from vmcp.ops import logs, telemetry
 from vmcp.ops.audit import AuditLog
+from vmcp.ops.rate_limits import RateLimits
 from vmcp.runs.temporal_client import TemporalUnreachable, check_namespace, connect
 
 logger = logging.getLogger("vmcp.worker")
@@ -121,6 +122,9 @@ async def run_worker(
         stack.callback(telemetry.shutdown)  # flush the last spans
         if pool is None:
             pool = await stack.enter_async_context(BackendPool(config.backends, config.base_dir))
+            limits = RateLimits.from_config(config.limits)
+            if limits is not None and limits.limits_backends:
+                pool.limit_with(limits.backend_refusal)  # steps count against their backend's limit
         client = await _connect_with_backoff(config, stop)
         if client is None:
             return

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -23,6 +24,7 @@ from mcp.shared.exceptions import MCPError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from vmcp.backends.common import RateLimited
 from vmcp.backends.pool import BackendConnection, BackendPool, BackendUnavailable
 from vmcp.clients.relay import on_nobodys_behalf
 from vmcp.composite.contracts import (
@@ -142,6 +144,13 @@ class BackendToolActivities:
                 )
             return output
         logger.info("%s (key %s) failed: %s", what, call.idempotency_key, failure)
+        if isinstance(failure, RateLimited):  # the backend's limit: the next attempt once a call is admitted
+            raise ApplicationError(
+                f"{what}: {failure}",
+                _attempt(),
+                type=ERROR_BACKEND_UNAVAILABLE,
+                next_retry_delay=timedelta(seconds=max(1.0, failure.retry_after)),
+            ) from failure
         if isinstance(failure, BackendUnavailable):
             raise ApplicationError(f"{what}: {failure}", _attempt(), type=ERROR_BACKEND_UNAVAILABLE) from failure
         if isinstance(failure, TimeoutError):

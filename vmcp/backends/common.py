@@ -62,6 +62,20 @@ class BackendUnavailable(Exception):
         )
 
 
+class RateLimited(BackendUnavailable):
+    """The backend's rate limit (`limits.per_backend`) has no call left now; the message says
+    which limit and when to try again."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message, message)
+        self.retry_after = retry_after
+
+
+# `limits.per_backend`: the refusal of one more call to the backend (what to say, and seconds until
+# a call is admitted again), or None to admit it
+Admission = Callable[[str], Awaitable[tuple[str, float] | None]]
+
+
 @dataclass(frozen=True)
 class BackendStatus:
     name: str

@@ -15,6 +15,7 @@ from anyio.abc import TaskGroup
 
 from vmcp.backends.common import (
     CLIENT_INFO,
+    Admission,
     BackendEvents,
     BackendStatus,
     BackendUnavailable,
@@ -49,6 +50,11 @@ class BackendPool(AbstractAsyncContextManager["BackendPool"]):
         """Send backend-initiated traffic (logs, sampling, elicitation, updates) to `events`."""
         for connection in self.connections.values():
             connection.changes.events = events
+
+    def limit_with(self, admission: Admission) -> None:
+        """Ask `admission` before every tool call reaches a backend (`limits.per_backend`)."""
+        for connection in self.connections.values():
+            connection.requests.admission = admission
 
     async def __aenter__(self) -> BackendPool:
         self._group = anyio.create_task_group()

@@ -22,7 +22,7 @@ from mcp_types import LOG_LEVEL_META_KEY
 from pydantic import TypeAdapter
 
 from vmcp.backends.awaited_tasks import call_as_task
-from vmcp.backends.common import BackendUnavailable, describe_error
+from vmcp.backends.common import Admission, BackendUnavailable, RateLimited, describe_error
 from vmcp.backends.credentials import passed_headers
 from vmcp.backends.handshake import HandshakeSession
 from vmcp.backends.http1 import Http1Error, OutcomeUnknown
@@ -39,6 +39,7 @@ class BackendRequests:
     def __init__(self, connection: Supervised) -> None:
         self.connection = connection
         self._slots = anyio.CapacityLimiter(connection.config.max_concurrency)
+        self.admission: Admission | None = None  # `limits.per_backend`, when configured
 
     def takes_lean_path(self, tool: str) -> bool:
         """Whether a plain tools/call of `tool` can go out as one raw POST (`x-mcp-header`
@@ -69,6 +70,8 @@ class BackendRequests:
         allows; `caller_token` is what a `token_exchange` backend exchanges (it needs the wire: a
         per-request header). `handshake_caller`: the caller speaks the handshake era, so a backend
         that speaks both is reached in it (`vmcp.backends.handshake`)."""
+        if self.admission is not None and (refusal := await self.admission(self.connection.name)) is not None:
+            raise RateLimited(*refusal)
         config = self.connection.config
         if self._slots.available_tokens == 0 and self._slots.statistics().tasks_waiting >= config.max_waiting:
             raise BackendUnavailable(

@@ -122,6 +122,9 @@ def check_references(config: VmcpConfig) -> list[ConfigIssue]:
     for name in aggregation.backends:
         if name not in seen:
             issues.append(ConfigIssue(f"aggregation.backends.{name}", _unknown_backend(name, known)))
+    for name in config.limits.per_backend if config.limits is not None else ():
+        if name not in seen:
+            issues.append(ConfigIssue(f"limits.per_backend.{name}", _unknown_backend(name, known)))
     for index, name in enumerate(aggregation.priority):
         if name not in seen:
             issues.append(ConfigIssue(f"aggregation.priority[{index}]", _unknown_backend(name, known)))

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from limits import parse_many
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vmcp.config.auth import AuthConfig, AuthorizationConfig, BackendAuth
 from vmcp.config.composite import CompositeTool
@@ -237,6 +238,40 @@ class TelemetryConfig(_Strict):
     service_name: str = "vmcp"
 
 
+_LIMIT_STORAGE = ("memory", "redis", "rediss", "valkey", "valkeys")
+
+
+def _check_rate(rate: str) -> str:
+    try:
+        parse_many(rate)
+    except ValueError as exc:
+        raise ValueError(f"{rate!r} is not a rate like '60/minute' or '10/second;500/hour' ({exc})") from None
+    return rate
+
+
+Rate = Annotated[str, AfterValidator(_check_rate)]
+
+
+class LimitsConfig(_Strict):
+    """Rate limits on tool calls (`limits:`). Each rate is `N/unit` (second, minute, hour, day),
+    several joined by `;`. Tools are matched by globs over advertised names."""
+
+    # where the counts live: memory (this process only) or a Redis/Valkey URL shared by every replica
+    storage: str = "memory://"
+    per_caller: Rate | None = None  # each caller: all its tool calls together
+    per_caller_tool: dict[str, Rate] = Field(default_factory=dict)  # a tool, for each caller separately
+    per_tool: dict[str, Rate] = Field(default_factory=dict)  # a tool, all callers together
+    per_backend: dict[str, Rate] = Field(default_factory=dict)  # every call reaching it, composite steps too
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in _LIMIT_STORAGE:
+            raise ValueError(f"must be memory:// or a redis://, rediss://, valkey:// or valkeys:// URL, not {value!r}")
+        return value
+
+
 class VmcpConfig(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
@@ -247,6 +282,7 @@ class VmcpConfig(_Strict):
     backends: list[BackendConfig] = Field(default_factory=list)
     aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
     composite_tools: list[CompositeTool] = Field(default_factory=list)
+    limits: LimitsConfig | None = None  # absent: no rate limits
 
     # Where the file lives: relative paths (db_file, stdio cwd) resolve against it.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

@@ -24,7 +24,7 @@ import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 
-from vmcp.backends.common import BackendUnavailable
+from vmcp.backends.common import BackendUnavailable, RateLimited
 from vmcp.backends.pool import BackendPool
 from vmcp.catalog.aggregate import Catalog
 from vmcp.clients.relay import Relay, is_modern
@@ -33,6 +33,7 @@ from vmcp.config.models import VmcpConfig
 from vmcp.ops import telemetry
 from vmcp.ops.audit import AuditLog
 from vmcp.ops.metrics import Metrics
+from vmcp.ops.rate_limits import RateLimits
 from vmcp.pipeline import route
 from vmcp.pipeline.authorize import Authorization
 from vmcp.pipeline.backend_tasks import BackendTask, BackendTaskIds
@@ -74,6 +75,9 @@ class Pipeline:
         self.backend_tasks = BackendTaskIds(lambda: runs.questions.sealer)
         self.observer = Observer(metrics, audit)
         self.tasks = TaskRequests(runs, catalog, self.authorization, self.forward, self.backend_tasks, self.observer)
+        self.limits = RateLimits.from_config(config.limits)
+        if self.limits is not None and self.limits.limits_backends:
+            pool.limit_with(self.limits.backend_refusal)  # composite steps too, when the worker shares the pool
         self.search = ToolSearch(
             config.aggregation.search,
             lambda caller, tools: self.authorization.tools(caller, tools, self._catalog()),
@@ -124,6 +128,7 @@ class Pipeline:
                 else:
                     if not self.authorization.permits(caller, target, catalog):
                         raise Refusal(f"Tool {name!r} is not available to you (authorization).", "authorization")
+                    await self._admit(caller, name)
                     result = await self._call(caller, target, params, inbound, catalog)
             except Refusal as refusal:
                 self.observer.refused(caller, "tools/call", name, target, refusal, started)
@@ -134,6 +139,15 @@ class Pipeline:
                 raise
         self.observer.answered(caller, "tools/call", name, target, started, result=result)
         return result
+
+    async def _admit(self, caller: Mapping[str, Any], name: str) -> None:
+        """Take the call's units from the rate limits (`limits:`). `call_tool` of search mode is
+        not counted itself: the tool it calls is, through this same pipeline."""
+        if self.limits is None or (self.search.config is not None and name == self.search.config.call_tool.name):
+            return
+        limited = await self.limits.admit_call(caller, name)
+        if limited is not None:
+            raise Refusal(limited.message, "rate_limit")
 
     async def _call(
         self,
@@ -164,6 +178,8 @@ class Pipeline:
             return result
         except (Refusal, MCPError):
             raise
+        except RateLimited as exc:  # the backend's limit: refused, as the caller's own would be
+            raise Refusal(exc.public, "rate_limit") from None
         except BackendUnavailable as exc:
             logger.info("tools/call %s: %s", name, exc)
             return error_result(f"Tool {name!r} failed: {exc.public}")
