@@ -4,14 +4,17 @@ and small helpers (environment references, command lookup, pagination, error tex
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal, Protocol
 
 import anyio
+import httpx2
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
 
@@ -140,3 +143,11 @@ def describe_error(exc: BaseException) -> str:
         return "timed out"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if not isinstance(exc, MCPError) else text
+
+
+@functools.cache
+def shared_tls_context() -> ssl.SSLContext:
+    """The one TLS client context of every backend connection (the SDK client's and the lean
+    wire's): building one loads the CA bundle, tens of milliseconds each, which at fifty backends
+    was most of the façade's start. A context is made to be shared by connections."""
+    return httpx2.create_ssl_context()

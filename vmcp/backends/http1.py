@@ -11,7 +11,6 @@ connections and writes requests.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,8 @@ from urllib.parse import urlsplit
 
 import anyio
 import httptools
+
+from vmcp.backends.common import shared_tls_context
 
 _MAX_IDLE = 64
 _READ_CHUNK = 65536
@@ -133,7 +134,7 @@ class Http1Pool:
             raise ValueError(f"not an http(s) URL: {url!r}")
         self._host = parts.hostname
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
+        self._ssl = shared_tls_context() if parts.scheme == "https" else None
         self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         host = f"[{self._host}]" if ":" in self._host else self._host  # an IPv6 literal
         default_port = self._port == (443 if parts.scheme == "https" else 80)

@@ -14,7 +14,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from vmcp.backends.common import CLIENT_INFO, expand_env
+from vmcp.backends.common import CLIENT_INFO, expand_env, shared_tls_context
 from vmcp.backends.credentials import Credentials, CredentialsAuth
 from vmcp.backends.http1 import Http1Pool
 from vmcp.backends.wire import ModernHttpWire
@@ -62,7 +62,7 @@ class CappedTransport(httpx2.AsyncBaseTransport):
     stream: a backend cannot make the façade hold an answer of any size in memory."""
 
     def __init__(self, limit: int) -> None:
-        self._inner = httpx2.AsyncHTTPTransport()
+        self._inner = httpx2.AsyncHTTPTransport(verify=shared_tls_context())
         self._limit = limit
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:

@@ -71,7 +71,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     config = config_or_none(args.config)
     if config is None:
         return 1
-    from vmcp.runs.orchestrator import Orchestrator, RunNotFound
+    from vmcp.runs.errors import RunNotFound
+    from vmcp.runs.orchestrator import Orchestrator
     from vmcp.runs.temporal_client import TemporalUnreachable
 
     orchestrator = Orchestrator(config)
@@ -155,7 +156,8 @@ def cmd_decide(args: argparse.Namespace) -> int:
     if config is None:
         return 1
 
-    from vmcp.runs.orchestrator import Orchestrator, RunNotFound, RunNotWaiting
+    from vmcp.runs.errors import RunNotFound, RunNotWaiting
+    from vmcp.runs.orchestrator import Orchestrator
     from vmcp.runs.temporal_client import TemporalUnreachable
 
     kind = args.command
@@ -188,7 +190,8 @@ def cmd_answer(args: argparse.Namespace) -> int:
     config = config_or_none(args.config)
     if config is None:
         return 1
-    from vmcp.runs.orchestrator import Orchestrator, RunNotFound, RunNotWaiting
+    from vmcp.runs.errors import RunNotFound, RunNotWaiting
+    from vmcp.runs.orchestrator import Orchestrator
     from vmcp.runs.questions import open_questions
     from vmcp.runs.temporal_client import TemporalUnreachable
 

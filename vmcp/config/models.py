@@ -10,7 +10,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from limits import parse_many
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vmcp.config.auth import AuthConfig, AuthorizationConfig, BackendAuth
@@ -242,6 +241,8 @@ _LIMIT_STORAGE = ("memory", "redis", "rediss", "valkey", "valkeys")
 
 
 def _check_rate(rate: str) -> str:
+    from limits import parse_many  # 60 ms to import: only for configurations that set limits
+
     try:
         parse_many(rate)
     except ValueError as exc:

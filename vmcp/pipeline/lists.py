@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import mcp_types as types
@@ -43,10 +43,18 @@ MAX_VIEWS = 256  # prepared (method, view, version) entries kept; the least rece
 _CURSOR_PREFIX = b"vmcp-page:"
 
 
-@dataclass(frozen=True)
 class Page:
-    result: dict[str, Any]  # the wire result, for the SDK's session path (never mutated: shared)
-    body: bytes  # the same, JSON-encoded, for the lean path
+    """One page: kept encoded (a fraction of the memory of the dicts), decoded for the SDK's
+    session path only when a client of that path asks for it."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body  # the wire result, JSON-encoded, for the lean path
+
+    @functools.cached_property
+    def result(self) -> dict[str, Any]:
+        """The wire result as the SDK's session path returns it (never mutated: shared)."""
+        decoded: dict[str, Any] = json.loads(self.body)
+        return decoded
 
     def message(self, request_id: str | int) -> bytes:
         """The whole JSON-RPC response, without encoding the result again."""
@@ -103,7 +111,7 @@ class PreparedLists:
                 data |= {"ttlMs": 0, "cacheScope": "private", "resultType": "complete"}
                 data["_meta"] = {SERVER_INFO_META_KEY: self._server_info()}
             result = serialize_server_result(method, version, data)
-            pages.append(Page(result, json.dumps(result, separators=(",", ":")).encode()))
+            pages.append(Page(json.dumps(result, separators=(",", ":")).encode()))
         return pages
 
 

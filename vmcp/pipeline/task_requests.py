@@ -28,9 +28,9 @@ from vmcp.pipeline.forward import Forward, Inbound
 from vmcp.pipeline.observe import Observer
 from vmcp.pipeline.route import Target
 from vmcp.runs.calls import CompositeRuns
+from vmcp.runs.errors import TemporalUnreachable
 from vmcp.runs.request_state import InvalidState
 from vmcp.runs.tasks import TaskParams, declares_tasks, missing_capability, not_found
-from vmcp.runs.temporal_client import TemporalUnreachable
 from vmcp.runs.tools import CANCEL_TOOL, STATUS_TOOL
 
 logger = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import copy
 import logging
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import mcp_types as types
@@ -28,12 +28,14 @@ from vmcp.composite.contracts import WAITING_FOR_PEOPLE, CompositeRunInput, Comp
 from vmcp.config.composite import CompositeTool, ForEachStep, ToolStep
 from vmcp.config.models import VmcpConfig
 from vmcp.ops import logs
-from vmcp.runs.orchestrator import Orchestrator, RunNotFound
+from vmcp.runs.errors import RunNotFound, TemporalUnreachable
 from vmcp.runs.questions import Questions, can_elicit, open_questions
 from vmcp.runs.request_state import InvalidState
 from vmcp.runs.tasks import RunTasks, created, declares_tasks
-from vmcp.runs.temporal_client import TemporalUnreachable
 from vmcp.runs.tools import BUILTIN_TOOLS, RunTools, error, result_of, still_going
+
+if TYPE_CHECKING:
+    from vmcp.runs.orchestrator import Orchestrator
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ class CompositeRuns:
     def __init__(self, config: VmcpConfig, orchestrator: Orchestrator | None = None) -> None:
         self.config = config
         self.tools: dict[str, CompositeTool] = {tool.name: tool for tool in config.composite_tools}
-        self.orchestrator = orchestrator or Orchestrator(config)
+        self.orchestrator = orchestrator or cast("Orchestrator", _OnFirstUse(config))
         self.run_tools = RunTools(self.orchestrator)
         self.questions = Questions(self.orchestrator, config.resolve_path(config.server.request_state_key_file))
         self.tasks = RunTasks(self.orchestrator, self.run_tools, self.questions)
@@ -297,3 +299,20 @@ def run_caller(caller: Mapping[str, Any]) -> dict[str, Any]:
     """What of the caller a composite run carries in its input (and so in Temporal history): the
     summary without the token's other claims."""
     return {key: value for key, value in caller.items() if key != "claims"}
+
+
+class _OnFirstUse:
+    """The orchestrator, made when first used: loading the Temporal client takes a quarter of a
+    second and some 25 MiB, which a façade that never talks to Temporal (no composite called, no
+    run asked about) need not pay."""
+
+    def __init__(self, config: VmcpConfig) -> None:
+        self._config = config
+        self._made: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._made is None:
+            from vmcp.runs.orchestrator import Orchestrator
+
+            self._made = Orchestrator(self._config)
+        return getattr(self._made, name)

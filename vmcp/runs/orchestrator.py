@@ -42,7 +42,8 @@ from vmcp.composite.contracts import (
     run_owner,
 )
 from vmcp.config.models import VmcpConfig
-from vmcp.runs.temporal_client import TemporalUnreachable, connect, describe_error
+from vmcp.runs.errors import NotARun, RunNotFound, RunNotWaiting, TemporalUnreachable
+from vmcp.runs.temporal_client import connect, describe_error
 
 logger = logging.getLogger(__name__)
 
@@ -70,15 +71,6 @@ def _reaching(
             raise
 
     return wrapper
-
-
-class RunNotFound(Exception):
-    """No run with that id."""
-
-
-class NotARun(RunNotFound):
-    """The id names no composite run of this vmcp: not a run id at all, or another application's
-    workflow (another type, or another task queue). Nothing is sent to such a workflow."""
 
 
 _RUN_ID = re.compile(RUN_ID_PATTERN)
@@ -288,7 +280,3 @@ class Orchestrator:
                 logger.debug("watching %s ended: %s", run_id, exc)
                 return None
             return dict(status)
-
-
-class RunNotWaiting(Exception):
-    """The run is closed, or did not take the decision."""

@@ -14,15 +14,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 
 from vmcp.clients.relay import ask
 from vmcp.composite.contracts import SIGNAL_ANSWER, run_owner
-from vmcp.runs.orchestrator import Orchestrator, RunNotWaiting
+from vmcp.runs.errors import RunNotWaiting
 from vmcp.runs.request_state import InvalidState, PendingQuestions, RequestStateSealer
+
+if TYPE_CHECKING:  # an instance is handed in; the module loads the Temporal client
+    from vmcp.runs.orchestrator import Orchestrator
 
 RESPONDER = "the calling client"
 _MAX_REFUSALS_KEPT = 1000

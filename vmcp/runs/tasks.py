@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
@@ -31,9 +31,12 @@ from pydantic import ValidationError
 
 from vmcp.catalog.aggregate import TASKS_EXTENSION
 from vmcp.clients.relay import is_modern
-from vmcp.runs.orchestrator import Orchestrator, RunNotFound
+from vmcp.runs.errors import RunNotFound
 from vmcp.runs.questions import Questions, open_questions
 from vmcp.runs.tools import RunTools, result_of
+
+if TYPE_CHECKING:  # an instance is handed in; the module loads the Temporal client
+    from vmcp.runs.orchestrator import Orchestrator
 
 TASK_METHODS = ("tasks/get", "tasks/update", "tasks/cancel")
 POLL_INTERVAL_MS = 1000

@@ -19,16 +19,15 @@ from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from vmcp.backends.common import BackendUnavailable, expand_env
 from vmcp.config.models import VmcpConfig
 from vmcp.ops import telemetry
+from vmcp.runs.errors import TemporalUnreachable
+
+__all__ = ["TemporalUnreachable", "check_namespace", "connect", "describe_error", "wait_until_reachable"]
 
 logger = logging.getLogger(__name__)
 
 CONNECT_ATTEMPT_TIMEOUT = 10.0
 """Seconds one connection attempt may take (a black-holed address would otherwise hang)."""
 _RPC_TIMEOUT = timedelta(seconds=5)
-
-
-class TemporalUnreachable(Exception):
-    """Temporal did not answer; the message names the address and the reason, for an operator."""
 
 
 async def connect(config: VmcpConfig) -> Client:

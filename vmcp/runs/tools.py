@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 
 from vmcp.composite.contracts import SIGNAL_APPROVE, SIGNAL_REJECT, CompositeRunOutput, run_owner
-from vmcp.runs.orchestrator import Orchestrator, RunNotFound, RunNotWaiting
+from vmcp.runs.errors import RunNotFound, RunNotWaiting
+
+if TYPE_CHECKING:  # an instance is handed in; the module loads the Temporal client
+    from vmcp.runs.orchestrator import Orchestrator
 
 STATUS_TOOL = "vmcp_run_status"
 RESULT_TOOL = "vmcp_run_result"
