@@ -135,8 +135,9 @@ def main() -> None:
         try:
             many = [sys.executable, str(ROOT / "bench/many_servers.py"), "--base-port", str(base)]
             procs.append(subprocess.Popen([*many, "--servers", str(args.servers), "--tools", str(args.tools)]))
-            for i in range(args.servers):
+            for i in range(args.servers):  # up, and warm (listed once), as running backends are
                 wait_http(f"http://127.0.0.1:{base + i}/mcp")
+                Lister(f"http://127.0.0.1:{base + i}/mcp", MODERN).list_all()
             started = time.perf_counter()
             vmcp = subprocess.Popen([str(BIN / "vmcp"), "serve", "--config", str(config)], stdout=subprocess.DEVNULL)
             procs.append(vmcp)

@@ -227,8 +227,10 @@ class BackendConnection:
             try:
                 with anyio.fail_after(min(self.config.timeout, 10.0)):
                     if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
-                        # `ping` is gone at 2026-07-28 (METHOD_NOT_FOUND); tools/list exists in both eras
-                        await client.session.list_tools()
+                        # `ping` is gone at 2026-07-28 (METHOD_NOT_FOUND); `server/discover` is its
+                        # smallest request (a tools/list, as before, parsed a backend's every tool
+                        # each time: at 50 backends x 100 tools, 5,000 tool models every interval)
+                        await client.session.send_discover(client.protocol_version)
                     else:
                         await client.session.send_ping()
             except Exception as exc:  # any failure to answer means the connection is gone

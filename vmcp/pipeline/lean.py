@@ -161,7 +161,7 @@ class LeanToolCalls:
             error = exc.error.model_dump(mode="json", exclude_none=True)
             await _send_json(send, 200, {"jsonrpc": "2.0", "id": decoded["id"], "error": error})
             return True
-        await _send_body(send, 200, page.message(decoded["id"]))
+        await _send_body(send, 200, *page.message(decoded["id"]))
         return True
 
     def _restamp(self, result: dict[str, Any]) -> dict[str, Any]:
@@ -228,12 +228,14 @@ async def _send_json(send: Send, status: int, message: dict[str, Any]) -> None:
     await _send_body(send, status, json.dumps(message, separators=(",", ":")).encode())
 
 
-async def _send_body(send: Send, status: int, payload: bytes) -> None:
+async def _send_body(send: Send, status: int, *parts: bytes) -> None:
+    length = str(sum(len(part) for part in parts)).encode()
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            "headers": [(b"content-type", b"application/json"), (b"content-length", length)],
         }
     )
-    await send({"type": "http.response.body", "body": payload})
+    for index, part in enumerate(parts):
+        await send({"type": "http.response.body", "body": part, "more_body": index + 1 < len(parts)})
