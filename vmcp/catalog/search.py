@@ -15,6 +15,7 @@ may not call; ties keep catalogue order.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -81,6 +82,8 @@ class ToolIndex:
     def __init__(self, tools: Sequence[types.Tool]) -> None:
         import bm25s  # heavy (numpy): loaded only where search is configured
         import Stemmer
+
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # it narrates every index build at DEBUG
 
         self._stem = Stemmer.Stemmer("english").stemWords
         self.tools = list(tools)
