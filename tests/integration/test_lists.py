@@ -3,7 +3,10 @@ authorization rules a caller meets (never another caller's), and a fresh view af
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 from typing import Any
 
 import anyio
@@ -142,3 +145,41 @@ async def test_a_tool_a_backend_adds_is_listed_by_a_fresh_view(module_procs: Any
             await anyio.sleep(0.05)
         assert after == before | {"g_sprouted"}
         assert {t.name for t in (await legacy.list_tools()).tools} == after
+
+
+async def test_a_backend_that_never_answers_holds_up_neither_readiness_nor_the_others(
+    module_procs: Any, fault_stdio_backend: Any
+) -> None:
+    """A backend that accepts the connection and never answers (listing hangs): the façade is
+    ready after `server.startup_wait` with the others' tools, and says which one it still waits for."""
+    hole = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def swallow() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(hole.accept()[0])  # read nothing, answer nothing
+
+    threading.Thread(target=swallow, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{hole.getsockname()[1]}/mcp"
+        served = module_procs.vmcp(
+            {
+                "server": {"host": "127.0.0.1", "port": 0, "startup_wait": "1s"},
+                "backends": [
+                    fault_stdio_backend("quick"),
+                    {"name": "hole", "transport": "streamable-http", "url": url, "connect_timeout": "120s"},
+                ],
+            },
+            filename="lists-hole.yaml",
+        )
+        states = {b["name"]: b["state"] for b in served.status()["backends"]}
+        async with _client(served.url, MODERN) as client:
+            names = {tool.name for tool in (await client.list_tools()).tools}
+        assert states == {"quick": "ready", "hole": "connecting"}, states
+        assert "quick_echo" in names and not any(name.startswith("hole_") for name in names)
+        assert "backend hole is still connecting" in served.log_tail()
+    finally:
+        hole.close()
+        for connection in held:
+            connection.close()

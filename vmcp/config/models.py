@@ -58,6 +58,9 @@ class ServerConfig(_Strict):
     header_timeout: Seconds = Field(default=10.0, gt=0, le=300)
     # Connections and requests in progress at once; beyond it a new request is answered 503 at once.
     max_connections: int = Field(default=1000, ge=1)
+    # How long start-up waits for every backend's first connection and listing (they run
+    # concurrently); a backend still at it then is served when it is ready (list_changed).
+    startup_wait: Seconds = Field(default=10.0, ge=0, le=600)
 
 
 class DevServerConfig(_Strict):

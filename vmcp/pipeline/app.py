@@ -38,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 _LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"]
 _LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
-_SETTLE_SECONDS = 30.0
 _RUN_COUNTS_TIMEOUT = 3.0  # a scrape waits at most this long for Temporal's run counts
 
 
@@ -74,7 +73,15 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
         """Wait for every backend's first connection attempt and build the catalogue."""
         if state["prepared"]:
             return
-        await the_pool.wait_settled(_SETTLE_SECONDS)
+        await the_pool.wait_settled(config.server.startup_wait)
+        for name, connection in the_pool.connections.items():
+            if not connection.settled.is_set():  # slow to connect or to list: it must not hold up the rest
+                logger.warning(
+                    "backend %s is still connecting after %gs (server.startup_wait): serving without it; "
+                    "its tools join when it is ready",
+                    name,
+                    config.server.startup_wait,
+                )
         facade.rebuild(initial=True)
         state["prepared"] = True
         if facade.catalog_error is not None and config.aggregation.conflict_resolution == "manual":
