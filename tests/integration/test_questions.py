@@ -83,9 +83,14 @@ def stack(
 
 
 def dev_stack(
-    module_procs: Any, directory: Path, temporal_port: int, composites: list[dict[str, Any]]
+    module_procs: Any,
+    directory: Path,
+    temporal_port: int,
+    composites: list[dict[str, Any]],
+    extra: dict[str, Any] | None = None,
 ) -> Iterator[Stack]:
-    """`vmcp dev` over a fault server with `composites`, its request-state key in `directory`."""
+    """`vmcp dev` over a fault server with `composites` (and `extra` top-level settings), its
+    request-state key in `directory`."""
     fault = module_procs.fault_http("fault")
     config = {
         "server": {"host": "127.0.0.1", "port": 0, "request_state_key_file": str(directory / "state.key")},
@@ -96,6 +101,7 @@ def dev_stack(
         },
         "backends": [{"name": "fault", "transport": "streamable-http", "url": fault.url}],
         "composite_tools": composites,
+        **(extra or {}),
     }
     config_file = directory / "vmcp.yaml"
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))

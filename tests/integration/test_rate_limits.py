@@ -5,6 +5,7 @@ goes away admits calls rather than taking every tool down."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -134,3 +135,47 @@ async def test_two_replicas_sharing_valkey_admit_n_calls_in_total(
         assert "rate limits not enforced" in one.log_tail()
     finally:
         valkey.start()
+
+
+# ---------------------------------------------------------------- composite steps
+
+
+async def test_composite_steps_count_against_their_backends_limit_and_retry_without_reaching_it(
+    module_procs: Any, tmp_path_factory: pytest.TempPathFactory, free_port: Any
+) -> None:
+    """Three parallel steps (each allowed three attempts) against a backend limited to two calls a
+    second, on `vmcp dev`: one step is refused by the limit, retried when a call is admitted again
+    (not after its 100 ms interval: the limit says when), and the run completes; the backend was
+    reached exactly three times (a refused attempt never reaches it)."""
+    from tests.integration.test_questions import dev_stack
+
+    composite = {
+        "name": "fan_out",
+        "parameters": {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]},
+        "steps": [
+            {
+                "id": step,
+                "tool": "fault.tally",
+                "arguments": {"label": "{{ params.label }}"},
+                "retry": {"max_attempts": 3, "initial_interval": "100ms"},
+            }
+            for step in ("one", "two", "three")
+        ],
+    }
+    limits = {"limits": {"per_backend": {"fault": "2/second"}}}
+    stacks = dev_stack(module_procs, tmp_path_factory.mktemp("limits"), free_port(), [composite], limits)
+    stack = next(stacks)
+    try:
+        label = "fan-out"
+        async with _client(stack.url) as client:
+            result = await client.call_tool("fan_out", {"label": label})
+            assert not result.is_error, result
+            run_id = (result.meta or {})["io.vmcp/run_id"]
+            status = await client.call_tool("vmcp_run_status", {"run_id": run_id})
+        steps = (status.structured_content or {})["steps"]
+        assert all(steps[name]["status"] == "completed" for name in ("one", "two", "three")), steps
+        assert sorted(steps[name]["attempts"] for name in ("one", "two", "three"))[-1] >= 2, steps
+        assert (await stack.tallies())[label] == 3
+    finally:
+        with contextlib.suppress(StopIteration):
+            next(stacks)
