@@ -34,6 +34,7 @@ from vmcp.config.models import VmcpConfig
 from vmcp.ops import logs, telemetry
 from vmcp.ops.audit import AuditLog
 from vmcp.ops.rate_limits import RateLimits
+from vmcp.runs.payload_codec import KeyRingError, load_ring
 from vmcp.runs.temporal_client import TemporalUnreachable, check_namespace, connect
 
 logger = logging.getLogger("vmcp.worker")
@@ -188,6 +189,11 @@ def run_worker_until_interrupted(config: VmcpConfig) -> int:
 
     A second signal while shutting down gives up on in-flight activities and exits at once.
     """
+    try:
+        load_ring(config)  # before anything starts: without its keys a worker cannot read runs
+    except KeyRingError as exc:
+        print(f"vmcp worker: {exc}", file=sys.stderr)
+        return 1
 
     async def main() -> None:
         stop = anyio.Event()

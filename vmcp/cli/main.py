@@ -198,9 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for backends")
     validate.set_defaults(func=cmd_validate)
 
+    from vmcp.cli.keys import add_key_commands
     from vmcp.cli.runs import add_run_commands
 
     add_run_commands(sub)
+    add_key_commands(sub)
 
     tools = sub.add_parser("tools", help="list the aggregated tool catalogue")
     tools.add_argument("--config")

@@ -73,6 +73,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 1
     from vmcp.runs.errors import RunNotFound
     from vmcp.runs.orchestrator import Orchestrator
+    from vmcp.runs.payload_codec import KeyRingError, MissingKey
     from vmcp.runs.temporal_client import TemporalUnreachable
 
     orchestrator = Orchestrator(config)
@@ -86,7 +87,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     except RunNotFound:
         print(f"vmcp runs: no run {args.run!r} in namespace {config.temporal.namespace!r}", file=sys.stderr)
         return 1
-    except TemporalUnreachable as exc:
+    except (TemporalUnreachable, KeyRingError, MissingKey) as exc:
         print(f"vmcp runs: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -158,6 +159,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
     from vmcp.runs.errors import RunNotFound, RunNotWaiting
     from vmcp.runs.orchestrator import Orchestrator
+    from vmcp.runs.payload_codec import KeyRingError, MissingKey
     from vmcp.runs.temporal_client import TemporalUnreachable
 
     kind = args.command
@@ -174,7 +176,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
     except RunNotFound:
         print(f"vmcp {kind}: no run {args.run!r} in namespace {config.temporal.namespace!r}", file=sys.stderr)
         return 1
-    except (RunNotWaiting, TemporalUnreachable) as exc:
+    except (RunNotWaiting, TemporalUnreachable, KeyRingError, MissingKey) as exc:
         print(f"vmcp {kind}: {exc}", file=sys.stderr)
         return 1
     if record.get("outcome") != "accepted":
@@ -192,6 +194,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
         return 1
     from vmcp.runs.errors import RunNotFound, RunNotWaiting
     from vmcp.runs.orchestrator import Orchestrator
+    from vmcp.runs.payload_codec import KeyRingError, MissingKey
     from vmcp.runs.questions import open_questions
     from vmcp.runs.temporal_client import TemporalUnreachable
 
@@ -223,7 +226,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
     except RunNotFound:
         print(f"vmcp answer: no run {args.run!r} in namespace {config.temporal.namespace!r}", file=sys.stderr)
         return 1
-    except (RunNotWaiting, TemporalUnreachable, ValueError) as exc:
+    except (RunNotWaiting, TemporalUnreachable, KeyRingError, MissingKey, ValueError) as exc:
         print(f"vmcp answer: {exc}", file=sys.stderr)
         return 1
     if record.get("outcome") != "accepted":

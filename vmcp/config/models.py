@@ -88,6 +88,24 @@ class TemporalTls(_Strict):
         return self
 
 
+class EncryptionConfig(_Strict):
+    """Run data encrypted before it reaches Temporal (`vmcp.runs.payload_codec`): the key ring is
+    JSON in a file or in an environment variable, exactly one of them."""
+
+    key_file: str | None = None  # relative to the config file; owner-readable only
+    keys_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    compress: bool = True  # zlib before encryption, when it makes the payload smaller
+    # Web UI origins allowed to call the codec endpoint (`/codec`) besides temporal.web_ui_url's
+    # and, under `vmcp dev`, its own UI's
+    ui_origins: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EncryptionConfig:
+        if (self.key_file is None) == (self.keys_env is None):
+            raise ValueError("give exactly one of key_file and keys_env")
+        return self
+
+
 class TemporalConfig(_Strict):
     address: str = "localhost:7233"
     namespace: str = "default"
@@ -98,6 +116,7 @@ class TemporalConfig(_Strict):
     # fills in its own dev server's).
     web_ui_url: str | None = Field(default=None, pattern=r"^https?://")
     dev_server: DevServerConfig = Field(default_factory=DevServerConfig)
+    encryption: EncryptionConfig | None = None  # unset: run data goes to Temporal in clear
 
 
 Transport = Literal["stdio", "streamable-http", "sse"]

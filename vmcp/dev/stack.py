@@ -75,16 +75,40 @@ class DevPlan:
 def plan_dev(config: VmcpConfig, *, binary: str | None = None) -> DevPlan:
     server = config.server
     port = server.port or free_port(_WILDCARDS.get(server.host, server.host))
-    return DevPlan(plan_dev_server(config, binary=binary), config.temporal.address, server.host, port, server.path)
+    codec = (
+        f"http://{url_host(_WILDCARDS.get(server.host, server.host))}:{port}/codec"
+        if config.temporal.encryption
+        else None
+    )
+    temporal = plan_dev_server(config, binary=binary, codec_endpoint=codec)
+    return DevPlan(temporal, config.temporal.address, server.host, port, server.path)
 
 
 def run_dev(config: VmcpConfig) -> int:
     """Run the whole stack until SIGINT/SIGTERM: 0 after a clean stop, 1 when it cannot run."""
     try:
+        _ensure_key_ring(config)
         return anyio.run(_run_dev, config)
     except DevStackError as exc:
         print(f"vmcp dev: {exc}", file=sys.stderr, flush=True)
         return 1
+
+
+def _ensure_key_ring(config: VmcpConfig) -> None:
+    """`vmcp dev` encrypts run data out of the box: a key file that `temporal.encryption` names
+    and that does not exist yet is made (the façade, the worker and the CLI only ever read it)."""
+    from vmcp.runs.payload_codec import KeyRing, KeyRingError, load_ring, write_key_file
+
+    settings = config.temporal.encryption
+    if settings is not None and settings.key_file is not None:
+        path = config.resolve_path(settings.key_file)
+        if not path.exists():
+            write_key_file(path, KeyRing.new())
+            print(f"vmcp dev: made a key ring for run data at {path} (keep it: runs need it to be read)", flush=True)
+    try:
+        load_ring(config)
+    except KeyRingError as exc:
+        raise DevStackError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- supervision
@@ -198,7 +222,10 @@ async def _temporal(config: VmcpConfig, plan: DevPlan, run: _Run) -> AsyncIterat
             with anyio.CancelScope(shield=True):
                 await server.stop()
             print("vmcp dev: a port Temporal was given was taken meanwhile; starting it again", flush=True)
-            plan = replace(plan, temporal=plan_dev_server(config, binary=plan.temporal.command[0]))
+            again = plan_dev_server(
+                config, binary=plan.temporal.command[0], codec_endpoint=plan.temporal.codec_endpoint
+            )
+            plan = replace(plan, temporal=again)
             assert plan.temporal is not None
             continue
         try:

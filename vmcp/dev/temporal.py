@@ -123,6 +123,7 @@ class DevServerPlan:
     ui_port: int
     db_file: Path
     command: list[str]
+    codec_endpoint: str | None = None  # the Web UI's remote codec (the façade's `/codec`)
 
     @property
     def log_file(self) -> Path:
@@ -137,7 +138,9 @@ class DevServerPlan:
         return f"http://{url_host(self.ip)}:{self.ui_port}"
 
 
-def plan_dev_server(config: VmcpConfig, *, binary: str | None = None) -> DevServerPlan | None:
+def plan_dev_server(
+    config: VmcpConfig, *, binary: str | None = None, codec_endpoint: str | None = None
+) -> DevServerPlan | None:
     """The dev server to run for `config`; None when `temporal.address` is not a loopback one
     (that Temporal is someone else's to run)."""
     host, port = split_address(config.temporal.address)
@@ -153,11 +156,18 @@ def plan_dev_server(config: VmcpConfig, *, binary: str | None = None) -> DevServ
         port=port,
         ui_port=ui_port,
         db_file=db_file,
-        command=temporal_command(config, binary or find_temporal_binary(), ip=ip, port=port, ui_port=ui_port),
+        command=temporal_command(
+            config, binary or find_temporal_binary(), ip=ip, port=port, ui_port=ui_port, codec_endpoint=codec_endpoint
+        ),
+        codec_endpoint=codec_endpoint,
     )
 
 
-def temporal_command(config: VmcpConfig, binary: str, *, ip: str, port: int, ui_port: int) -> list[str]:
+def temporal_command(
+    config: VmcpConfig, binary: str, *, ip: str, port: int, ui_port: int, codec_endpoint: str | None = None
+) -> list[str]:
+    """The dev server's command line; with `codec_endpoint`, its Web UI decodes run data there
+    (the façade's `/codec`), so an operator sees inputs and results in clear."""
     dev = config.temporal.dev_server
     command = [
         binary, "server", "start-dev",
@@ -179,6 +189,8 @@ def temporal_command(config: VmcpConfig, binary: str, *, ip: str, port: int, ui_
         command += ["--search-attribute", f"{name}={kind}"]
     for key, value in {**DEFAULT_DYNAMIC_CONFIG, **dev.dynamic_config}.items():
         command += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
+    if codec_endpoint is not None:
+        command += ["--ui-codec-endpoint", codec_endpoint]
     return command
 
 

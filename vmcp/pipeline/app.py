@@ -29,6 +29,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from vmcp.backends.pool import BackendPool
 from vmcp.config.models import VmcpConfig
 from vmcp.ops import telemetry
+from vmcp.pipeline.codec_server import PATHS as CODEC_PATHS
+from vmcp.pipeline.codec_server import CodecEndpoints, Cors, ui_origins
 from vmcp.pipeline.facade import Facade
 from vmcp.pipeline.http_server import uvicorn_config
 from vmcp.pipeline.lean import LeanToolCalls
@@ -147,6 +149,12 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
         protect(Starlette(routes=[Route("/status", status), Route("/metrics", metrics)]), config.auth, config.base_dir),
         security,
     )
+    routed: dict[str, ASGIApp] = dict.fromkeys(("/status", "/metrics"), operations)
+    if config.temporal.encryption is not None:
+        # the Web UI's remote codec: the same checks, its origins too, and preflights before the token
+        ui = security.model_copy(update={"allowed_origins": [*(security.allowed_origins or []), *ui_origins(config)]})
+        codec = _HostChecked(Cors(protect(CodecEndpoints(config), config.auth, config.base_dir)), ui)
+        routed |= dict.fromkeys(CODEC_PATHS, codec)
     app = Starlette(
         routes=[
             Route(config.server.path, endpoint=mcp_endpoint),
@@ -159,7 +167,7 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
     app.state.facade = facade
     app.state.lean = lean
     app.state.prepare = prepare
-    return _McpFirst(app, config.server.path, mcp_endpoint, operations)
+    return _McpFirst(app, config.server.path, mcp_endpoint, routed)
 
 
 def serve_directory(app: ASGIApp, prefix: str, directory: Path) -> None:
@@ -173,24 +181,35 @@ class StartupRefused(Exception):
     """The façade would not start (e.g. an unresolved name clash under `manual`)."""
 
 
+def check_key_ring(config: VmcpConfig) -> None:
+    """StartupRefused when `temporal.encryption` names a key ring that cannot be used: a façade
+    without the keys would start runs it could not read (checked at start, not at the first run)."""
+    if config.temporal.encryption is None:
+        return
+    from vmcp.runs.payload_codec import KeyRingError, load_ring  # loads the Temporal SDK's types
+
+    try:
+        load_ring(config)
+    except KeyRingError as exc:
+        raise StartupRefused(str(exc)) from None
+
+
 class _McpFirst:
     """Sends MCP requests straight to their endpoint, everything else (health, lifespan) through
     Starlette: its middleware stack is measurable on a relay's hottest path."""
 
-    _OPERATIONS = frozenset({"/status", "/metrics"})
-
-    def __init__(self, app: Starlette, path: str, mcp: ASGIApp, operations: ASGIApp) -> None:
+    def __init__(self, app: Starlette, path: str, mcp: ASGIApp, operations: dict[str, ASGIApp]) -> None:
         self.app = app
         self.state = app.state
         self._path = path
         self._mcp = mcp
-        self._operations = operations
+        self._operations = operations  # path -> the operator endpoint's app, its checks in front
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == self._path:
             await self._mcp(scope, receive, send)
-        elif scope["type"] == "http" and scope["path"] in self._OPERATIONS:
-            await self._operations(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] in self._operations:
+            await self._operations[scope["path"]](scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
@@ -217,6 +236,7 @@ async def serve(
     reason = refuses_anonymous(config.auth, host or config.server.host)
     if reason is not None:
         raise StartupRefused(reason)
+    check_key_ring(config)
     refused: StartupRefused | None = None
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(telemetry.shutdown)  # flush the last spans

@@ -7,6 +7,7 @@ there is `TemporalUnreachable` with a one-line reason (not the SDK's Rust error 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from datetime import timedelta
@@ -14,12 +15,14 @@ from datetime import timedelta
 import anyio
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client, Interceptor
+from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from vmcp.backends.common import BackendUnavailable, expand_env
 from vmcp.config.models import VmcpConfig
 from vmcp.ops import telemetry
 from vmcp.runs.errors import TemporalUnreachable
+from vmcp.runs.payload_codec import codec_for
 
 __all__ = ["TemporalUnreachable", "check_namespace", "connect", "describe_error", "wait_until_reachable"]
 
@@ -37,6 +40,8 @@ async def connect(config: VmcpConfig) -> Client:
     nothing answers there.
     """
     temporal = config.temporal
+    codec = codec_for(config)  # KeyRingError (not "unreachable"): a broken key ring is no reason to retry
+    converter = dataclasses.replace(DataConverter.default, payload_codec=codec) if codec else DataConverter.default
     try:
         with anyio.fail_after(CONNECT_ATTEMPT_TIMEOUT):
             # with tracing on, runs and their activities join the trace of the call that started them
@@ -51,6 +56,7 @@ async def connect(config: VmcpConfig) -> Client:
                 interceptors=interceptors,
                 tls=_tls(config),
                 api_key=_api_key(config),
+                data_converter=converter,
             )
     except TimeoutError:
         raise TemporalUnreachable(
