@@ -15,6 +15,7 @@ Not a test: figures go in notes and the README, never into assertions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -113,26 +114,61 @@ async def measure(url: str, runs: int, callers: int) -> dict[str, list[float] | 
     return out
 
 
+def start_stack(directory: Path, backend_url: str, *, encrypted: bool) -> tuple[subprocess.Popen[bytes], str]:
+    """`vmcp dev` in `directory` (its own ports and Temporal), with or without run-data encryption."""
+    ports = {name: free_port() for name in ("facade", "temporal", "ui")}
+    temporal: dict[str, object] = {
+        "address": f"127.0.0.1:{ports['temporal']}",
+        "dev_server": {"db_file": str(directory / "t.db"), "ui_port": ports["ui"]},
+    }
+    if encrypted:
+        temporal["encryption"] = {"key_file": str(directory / "keys.json")}
+    config = {
+        "server": {"host": "127.0.0.1", "port": ports["facade"]},
+        "temporal": temporal,
+        "backends": [{"name": "fault", "transport": "streamable-http", "url": backend_url}],
+        "composite_tools": composites(),
+    }
+    (directory / "bench.yaml").write_text(yaml.safe_dump(config))
+    dev = subprocess.Popen(
+        [str(BIN / "vmcp"), "dev", "--config", str(directory / "bench.yaml")], stdout=subprocess.DEVNULL
+    )
+    wait_http(f"http://127.0.0.1:{ports['facade']}/readyz", timeout=120)
+    return dev, f"http://127.0.0.1:{ports['facade']}/mcp"
+
+
+async def compare(urls: dict[str, str], runs: int) -> dict[str, dict[str, list[float]]]:
+    """(a), (b) and (c) on each stack, round after round in turn, so both share the machine's noise."""
+    out: dict[str, dict[str, list[float]]] = {
+        name: {k: [] for k in ("a", "b_composite", "b_direct", "c")} for name in urls
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {name: await stack.enter_async_context(Client(url)) for name, url in urls.items()}
+        for client in clients.values():
+            for _ in range(3):
+                await timed(client, "one_step", {})
+        for _ in range(runs):
+            for name, client in clients.items():
+                out[name]["a"].append(await timed(client, "parallel3", {}))
+                out[name]["b_composite"].append(await timed(client, "one_step", {}))
+                out[name]["b_direct"].append(await timed(client, "fault_echo", {"text": "x"}))
+                out[name]["c"].append(await timed(client, "diamond", {}))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--callers", type=int, default=50)
+    parser.add_argument(
+        "--compare-encryption",
+        action="store_true",
+        help="two stacks, run data in clear and encrypted (temporal.encryption), measured in turn",
+    )
     args = parser.parse_args()
-    ports = {name: free_port() for name in ("backend", "facade", "temporal", "ui")}
+    backend_port = free_port()
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        config = {
-            "server": {"host": "127.0.0.1", "port": ports["facade"]},
-            "temporal": {
-                "address": f"127.0.0.1:{ports['temporal']}",
-                "dev_server": {"db_file": str(Path(tmp) / "t.db"), "ui_port": ports["ui"]},
-            },
-            "backends": [
-                {"name": "fault", "transport": "streamable-http", "url": f"http://127.0.0.1:{ports['backend']}/mcp"}
-            ],
-            "composite_tools": composites(),
-        }
-        (Path(tmp) / "bench.yaml").write_text(yaml.safe_dump(config))
         try:
             procs.append(
                 subprocess.Popen(
@@ -143,30 +179,45 @@ def main() -> None:
                         "--transport",
                         "streamable-http",
                         "--port",
-                        str(ports["backend"]),
+                        str(backend_port),
                     ],
                     cwd=ROOT,
                 )
             )
-            wait_http(f"http://127.0.0.1:{ports['backend']}/mcp")
-            procs.append(
-                subprocess.Popen(
-                    [str(BIN / "vmcp"), "dev", "--config", str(Path(tmp) / "bench.yaml")], stdout=subprocess.DEVNULL
-                )
-            )
-            wait_http(f"http://127.0.0.1:{ports['facade']}/readyz", timeout=120)
-            f = anyio.run(
-                measure,
-                f"http://127.0.0.1:{ports['facade']}/mcp",
-                args.runs,
-                args.callers,
-                backend_options={"use_uvloop": True},
-            )
+            backend_url = f"http://127.0.0.1:{backend_port}/mcp"
+            wait_http(backend_url)
+            if args.compare_encryption:
+                urls = {}
+                for name in ("clear", "encrypted"):
+                    (Path(tmp) / name).mkdir()
+                    dev, urls[name] = start_stack(Path(tmp) / name, backend_url, encrypted=name == "encrypted")
+                    procs.append(dev)
+                pair = anyio.run(compare, urls, args.runs, backend_options={"use_uvloop": True})
+            else:
+                dev, url = start_stack(Path(tmp), backend_url, encrypted=False)
+                procs.append(dev)
+                f = anyio.run(measure, url, args.runs, args.callers, backend_options={"use_uvloop": True})
         finally:
             for proc in reversed(procs):
                 proc.terminate()
             for proc in procs:
                 proc.wait(30)
+
+    if args.compare_encryption:
+        print(
+            f"composite benchmark, run data in clear vs encrypted: {args.runs} runs each, in turn, "
+            f"{os.cpu_count()} cpus"
+        )
+        print(f"{'':36}{'clear':>10}{'encrypted':>11}{'change':>9}")
+        for key, label in (
+            ("a", "(a) three parallel 200 ms steps"),
+            ("b_composite", "(b) one-step composite"),
+            ("b_direct", "    the tool called directly"),
+            ("c", "(c) diamond (critical path 400 ms)"),
+        ):
+            clear, sealed = pct(pair["clear"][key], 0.5), pct(pair["encrypted"][key], 0.5)
+            print(f"{label:36}{clear:8.1f}ms{sealed:9.1f}ms{(sealed / clear - 1) * 100:+8.1f}%")
+        return
 
     a, bc, bd, c, d = (f[k] for k in ("a", "b_composite", "b_direct", "c", "d"))
     assert isinstance(a, list) and isinstance(bc, list) and isinstance(bd, list) and isinstance(c, list)
