@@ -10,7 +10,7 @@ every key of the ring stays usable for reading, so after a rotation older runs s
 complete. A payload without that encoding is passed through as it is: runs started before
 encryption was turned on carry on. A payload sealed with a key this process lacks fails loudly,
 naming the key id. Search attributes never pass through a codec: vmcp keeps only the tool name,
-the run's state and its owner there.
+the run's state and whether it waits for approval there (the owner is in the memo, encrypted).
 
 The key ring is JSON — `{"current": "k2", "keys": {"k1": "<base64 of 32 bytes>", "k2": "…"}}` —
 in a file (`temporal.encryption.key_file`, readable by its owner only) or an environment variable
