@@ -211,6 +211,11 @@ async def _call_with_heartbeats(
     the `ApplicationError` itself. Cancellation is not caught: it abandons the call."""
     result: types.Result | None = None
     failure: Exception | None = None
+    if activity.info().is_local:  # a local activity cannot heartbeat: its workflow task's own timeout watches it
+        try:
+            return await _call(connection, call), None
+        except Exception as exc:
+            return None, exc
     async with anyio.create_task_group() as group:
         group.start_soon(_heartbeat_forever, call, name=f"heartbeat:{call.backend}.{call.tool}")
         try:

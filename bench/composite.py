@@ -24,6 +24,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import yaml
@@ -36,9 +37,11 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def composites() -> list[dict[str, object]]:
+def composites(local: bool = True) -> list[dict[str, Any]]:
+    """The benchmark's composites. Their steps have a 5 s attempt timeout: short steps, which run
+    as local activities (`local_step_timeout`); `local=False` makes them regular activities."""
     slow = "fault.slow"
-    return [
+    tools: list[dict[str, Any]] = [
         {
             "name": "parallel3",
             "steps": [{"id": f"s{i}", "tool": slow, "arguments": {"seconds": 0.2}} for i in range(3)],
@@ -60,6 +63,11 @@ def composites() -> list[dict[str, object]]:
             ],
         },
     ]
+    for tool in tools:
+        for step in tool["steps"]:
+            if "tool" in step:
+                step.update(timeout="5s", local=local)
+    return tools
 
 
 async def gate_answers(client: Client, runs: int) -> list[float]:
@@ -114,8 +122,11 @@ async def measure(url: str, runs: int, callers: int) -> dict[str, list[float] | 
     return out
 
 
-def start_stack(directory: Path, backend_url: str, *, encrypted: bool) -> tuple[subprocess.Popen[bytes], str]:
-    """`vmcp dev` in `directory` (its own ports and Temporal), with or without run-data encryption."""
+def start_stack(
+    directory: Path, backend_url: str, *, encrypted: bool, local: bool = True
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`vmcp dev` in `directory` (its own ports and Temporal), with or without run-data encryption,
+    its steps local activities or regular ones."""
     ports = {name: free_port() for name in ("facade", "temporal", "ui")}
     temporal: dict[str, object] = {
         "address": f"127.0.0.1:{ports['temporal']}",
@@ -127,7 +138,7 @@ def start_stack(directory: Path, backend_url: str, *, encrypted: bool) -> tuple[
         "server": {"host": "127.0.0.1", "port": ports["facade"]},
         "temporal": temporal,
         "backends": [{"name": "fault", "transport": "streamable-http", "url": backend_url}],
-        "composite_tools": composites(),
+        "composite_tools": composites(local),
     }
     (directory / "bench.yaml").write_text(yaml.safe_dump(config))
     dev = subprocess.Popen(
@@ -161,6 +172,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--callers", type=int, default=50)
     parser.add_argument(
+        "--compare-local",
+        action="store_true",
+        help="two stacks, steps as regular and as local activities, measured in turn",
+    )
+    parser.add_argument(
         "--compare-encryption",
         action="store_true",
         help="two stacks, run data in clear and encrypted (temporal.encryption), measured in turn",
@@ -186,11 +202,13 @@ def main() -> None:
             )
             backend_url = f"http://127.0.0.1:{backend_port}/mcp"
             wait_http(backend_url)
-            if args.compare_encryption:
+            if args.compare_encryption or args.compare_local:
+                names = ("clear", "encrypted") if args.compare_encryption else ("regular", "local")
                 urls = {}
-                for name in ("clear", "encrypted"):
+                for name in names:
                     (Path(tmp) / name).mkdir()
-                    dev, urls[name] = start_stack(Path(tmp) / name, backend_url, encrypted=name == "encrypted")
+                    encrypted, local = name == "encrypted", name != "regular"
+                    dev, urls[name] = start_stack(Path(tmp) / name, backend_url, encrypted=encrypted, local=local)
                     procs.append(dev)
                 pair = anyio.run(compare, urls, args.runs, backend_options={"use_uvloop": True})
             else:
@@ -203,19 +221,17 @@ def main() -> None:
             for proc in procs:
                 proc.wait(30)
 
-    if args.compare_encryption:
-        print(
-            f"composite benchmark, run data in clear vs encrypted: {args.runs} runs each, in turn, "
-            f"{os.cpu_count()} cpus"
-        )
-        print(f"{'':36}{'clear':>10}{'encrypted':>11}{'change':>9}")
+    if args.compare_encryption or args.compare_local:
+        first, second = pair
+        print(f"composite benchmark, {first} vs {second}: {args.runs} runs each, in turn, {os.cpu_count()} cpus")
+        print(f"{'':36}{first:>10}{second:>11}{'change':>9}")
         for key, label in (
             ("a", "(a) three parallel 200 ms steps"),
             ("b_composite", "(b) one-step composite"),
             ("b_direct", "    the tool called directly"),
             ("c", "(c) diamond (critical path 400 ms)"),
         ):
-            clear, sealed = pct(pair["clear"][key], 0.5), pct(pair["encrypted"][key], 0.5)
+            clear, sealed = pct(pair[first][key], 0.5), pct(pair[second][key], 0.5)
             print(f"{label:36}{clear:8.1f}ms{sealed:9.1f}ms{(sealed / clear - 1) * 100:+8.1f}%")
         return
 

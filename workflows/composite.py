@@ -52,6 +52,7 @@ from workflows.waiting import StepFailed, WaitingSteps
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)  # how soon a dead worker's call is noticed and retried
 DEFAULT_ATTEMPT_TIMEOUT = 300.0
 _INFRA_RETRIES = 5  # re-runs of a call whose worker vanished after its retry policy was spent
+_LOCAL_STEPS = "vmcp-local-steps"  # runs recorded before short steps ran as local activities replay as they ran
 _STATUS_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATUS)
 
 
@@ -62,6 +63,8 @@ class CompositeToolWorkflow:
         self._state = "running"
         self._failure: str | None = None
         self._gates = Gates()
+        self._gate_passed = False  # an approval or a question answered: later steps are regular activities
+        self._ran_locally: set[str] = set()  # steps whose call ran as a local activity
 
     # ------------------------------------------------------------------ queries
 
@@ -249,9 +252,11 @@ class CompositeToolWorkflow:
                 await self._for_each(step, state)
             elif isinstance(step, ApprovalStep):
                 decision = await self._waiting.approval(step, state)
+                self._gate_passed = True
                 state.update(status="completed", output=decision, decision=decision, attempts=0)
             elif isinstance(step, ElicitationStep):
                 answer = await self._waiting.question(step, state)
+                self._gate_passed = True
                 state.update(status="completed", output=answer, answer=answer, attempts=0)
         except (StepFailed, TemplateFailure) as exc:
             attempts = exc.attempts if isinstance(exc, StepFailed) else 0
@@ -308,6 +313,19 @@ class CompositeToolWorkflow:
             )
         state["status"] = "completed"
 
+    def _runs_locally(self, step_id: str, call: ToolStep | NestedToolStep, attempt_timeout: float) -> bool:
+        """A local activity for a short step (`local_step_timeout`, or the step's own `local`), but
+        never once a gate has opened (a run that waited for people is not in a hurry), and never
+        right after a step that ran locally: a local activity's result is recorded only when its
+        workflow task completes, and scheduling a regular activity is what completes it — so a
+        worker lost during the dependent step cannot take the finished one's result with it."""
+        if self._gate_passed:
+            return False
+        step = self._tool.step(step_id) if step_id in self._steps else None
+        if step is not None and any(dep in self._ran_locally for dep in step.depends_on):
+            return False
+        return call.local if call.local is not None else attempt_timeout <= self._tool.local_step_timeout
+
     async def _call(
         self, step_id: str, suffix: str, call: ToolStep | NestedToolStep, arguments: Any
     ) -> tuple[Any, str, int]:
@@ -332,17 +350,39 @@ class CompositeToolWorkflow:
             fail_on_error=True,
             caller=self._context_base["caller"] or None,
         )
+        summary = f"{step_id}{suffix}: {call.backend}.{call.original}"
+        # the activity enforces the attempt timeout itself (a clean error); this is the net
+        net = timedelta(seconds=attempt_timeout + 15)
+        if self._runs_locally(step_id, call, attempt_timeout) and workflow.patched(_LOCAL_STEPS):
+            # Inside the workflow task that schedules it: no task-queue round trip, no further
+            # workflow task to learn the result. A worker lost meanwhile loses the workflow task
+            # too, and the next worker runs the call again under the same idempotency key.
+            try:
+                result = await workflow.execute_local_activity(
+                    CALL_BACKEND_TOOL,
+                    request,
+                    result_type=CallBackendToolOutput,
+                    start_to_close_timeout=net,
+                    retry_policy=policy,
+                    summary=summary,
+                )
+            except ActivityError as exc:
+                if isinstance(exc.cause, CancelledError):
+                    raise asyncio.CancelledError from None
+                self._ran_locally.add(step_id)  # its failure is a result too: recorded before dependents run
+                raise _step_failure(exc, spec.max_attempts) from None
+            self._ran_locally.add(step_id)
+            return _output_of(result.structured_content, result.text), result.text, result.attempt
         for _ in range(_INFRA_RETRIES + 1):
             try:
                 result = await workflow.execute_activity(
                     CALL_BACKEND_TOOL,
                     request,
                     result_type=CallBackendToolOutput,
-                    # the activity enforces the attempt timeout itself (a clean error); this is the net
-                    start_to_close_timeout=timedelta(seconds=attempt_timeout + 15),
+                    start_to_close_timeout=net,
                     heartbeat_timeout=HEARTBEAT_TIMEOUT,
                     retry_policy=policy,
-                    summary=f"{step_id}{suffix}: {call.backend}.{call.original}",
+                    summary=summary,
                 )
                 return _output_of(result.structured_content, result.text), result.text, result.attempt
             except ActivityError as exc:

@@ -24,6 +24,7 @@ the façade's own path (`resolve`, `with_defaults`, `Orchestrator.start`).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -61,6 +62,7 @@ REPRESENTATIVE = (
     "question",
     "webhook",
     "worker_restart",
+    "local_steps",
 )
 
 
@@ -102,6 +104,11 @@ def test_the_recordings_show_what_they_represent() -> None:
     scheduled = EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     started = EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
     assert len(_events(by_tool["parallel"], scheduled)) == 3
+    local = by_tool["local_steps"]
+    markers = _events(local, EventType.EVENT_TYPE_MARKER_RECORDED)
+    named = sorted(json.loads(e.user_metadata.summary.data) for e in markers if e.HasField("user_metadata"))
+    assert named == ["last: fault.echo", "p1: fault.slow", "p2: fault.flaky"], named
+    assert len(_events(local, scheduled)) == 1  # `join`: after local steps, a regular activity
     assert len(_events(by_tool["for_each"], scheduled)) == 4
     assert len(_events(by_tool["skip_when"], scheduled)) == 1  # the skipped step called nothing
     # the retried step's last start is its third attempt (a retry is one activity, several attempts)
@@ -185,6 +192,36 @@ def _composites(webhook: str = "http://127.0.0.1:9/hook") -> list[dict[str, Any]
         {
             "name": "parallel",
             "steps": [{"id": f"s{i}", "tool": slow, "arguments": {"seconds": 0.2}} for i in (1, 2, 3)],
+        },
+        {
+            # short steps as local activities: two in parallel (one retried), then `join` as a
+            # regular activity (it follows local ones), then `last` local again
+            "name": "local_steps",
+            "parameters": label,
+            "steps": [
+                {"id": "p1", "tool": slow, "arguments": {"seconds": 0.1}, "timeout": "5s"},
+                {
+                    "id": "p2",
+                    "tool": "fault.flaky",
+                    "arguments": {"label": "{{ params.label }}", "failures": 1},
+                    "timeout": "5s",
+                    "retry": {"max_attempts": 2, "initial_interval": "100ms"},
+                },
+                {
+                    "id": "join",
+                    "tool": "fault.echo",
+                    "arguments": {"text": "slept {{ steps.p1.output.slept }}"},
+                    "depends_on": ["p1", "p2"],
+                    "timeout": "5s",
+                },
+                {
+                    "id": "last",
+                    "tool": "fault.echo",
+                    "arguments": {"text": "done"},
+                    "depends_on": ["join"],
+                    "timeout": "5s",
+                },
+            ],
         },
         {
             "name": "diamond",
@@ -353,6 +390,7 @@ async def record_histories(only: set[str] | None = None) -> dict[str, str]:
 
     arguments: dict[str, dict[str, Any]] = {
         "retry": {"label": f"rec-{uuid.uuid4().hex[:8]}"},
+        "local_steps": {"label": f"rec-{uuid.uuid4().hex[:8]}"},
         "for_each": {"labels": [f"rec-{uuid.uuid4().hex[:8]}-{i}" for i in range(4)]},
     }
     receiver = JsonEndpoint(lambda received: (200, {"ok": True}))

@@ -44,6 +44,7 @@ SLOW_SECONDS = 6  # long enough to kill something while `b` is in progress
 TOOL = "durable_chain"
 GATED = "durable_gate"
 QUICK = "quick_tally"
+LOCAL = "durable_local_chain"
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
 
@@ -61,8 +62,10 @@ async def temporal(tmp_path_factory: pytest.TempPathFactory) -> Any:
 # --------------------------------------------------------------------------- the stack
 
 
-def composite(wait: str = "1s") -> dict[str, Any]:
-    """`a → b → c → d`; `b` is slow. `wait` is short: a call answers with the run id at once."""
+def composite(wait: str = "1s", *, name: str = "", local: bool = False) -> dict[str, Any]:
+    """`a → b → c → d`; `b` is slow. `wait` is short: a call answers with the run id at once.
+    `local`: `b`, `c` and `d` may run as local activities (`a` may not): `b` and `d` do, `c` is
+    a regular one because the step before it ran locally."""
 
     def tally(step: str, after: str | None) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -74,23 +77,26 @@ def composite(wait: str = "1s") -> dict[str, Any]:
             entry["depends_on"] = [after]
         return entry
 
+    steps: list[dict[str, Any]] = [
+        tally("a", None),
+        {
+            "id": "b",
+            "tool": "fault.slow",
+            "arguments": {"seconds": SLOW_SECONDS, "label": "{{ params.tag }}-b"},
+            "depends_on": ["a"],
+        },
+        tally("c", "b"),
+        tally("d", "c"),
+    ]
+    for step in steps:
+        step["local"] = local and step["id"] != "a"
     return {
-        "name": TOOL,
+        "name": name or TOOL,
         "description": "Four sequential steps; the second takes a while.",
         "parameters": {"type": "object", "properties": {"tag": {"type": "string"}}, "required": ["tag"]},
         "wait": wait,
         "timeout": "5m",
-        "steps": [
-            tally("a", None),
-            {
-                "id": "b",
-                "tool": "fault.slow",
-                "arguments": {"seconds": SLOW_SECONDS, "label": "{{ params.tag }}-b"},
-                "depends_on": ["a"],
-            },
-            tally("c", "b"),
-            tally("d", "c"),
-        ],
+        "steps": steps,
     }
 
 
@@ -133,13 +139,13 @@ class Stack:
         async with Client(url or self.url, read_timeout_seconds=DEADLINE + 30) as client:
             return await client.call_tool(name, arguments)
 
-    async def start_run(self, tag: str) -> str:
-        started = await self.call(TOOL, {"tag": tag})
+    async def start_run(self, tag: str, tool: str = TOOL) -> str:
+        started = await self.call(tool, {"tag": tag})
         assert not started.is_error, started
         body = started.structured_content
-        assert body is not None and body["state"] == "running", body
+        assert body is not None and body["state"] == "running", (body, self.logs())
         run_id = body["run_id"]
-        assert isinstance(run_id, str) and run_id.startswith(f"vmcp-{TOOL}-"), run_id
+        assert isinstance(run_id, str) and run_id.startswith(f"vmcp-{tool}-"), run_id
         return run_id
 
     async def counters(self) -> dict[str, Any]:
@@ -188,6 +194,7 @@ async def stack(temporal: TemporalServer, procs: Any, tmp_path: Path) -> Any:
         "backends": [{"name": "fault", "transport": "streamable-http", "url": fault.url}],
         "composite_tools": [
             composite(),
+            composite(name=LOCAL, local=True),
             {
                 "name": QUICK,
                 "description": "One step, answered within the call.",
@@ -314,6 +321,56 @@ async def test_a_task_outlives_kill_9_of_facade_and_worker_mid_step_and_any_repl
     b_completions = counted["tallies"].get(f"{tag}-b", 0)
     assert b_completions >= 1, counted
     assert b_completions + counted["cancelled"] == 2, counted
+
+
+async def test_local_activity_steps_survive_kill_9_of_the_worker_mid_step(stack: Stack) -> None:
+    """`a` a regular activity, `b` (slow) and `d` local activities, `c` regular (it follows a local
+    step): kill -9 of the worker while `b` runs inside its workflow task. The run completes on the
+    next worker: `a`, `c` and `d` ran once, `b` again under the same idempotency key (its first
+    call was abandoned with the worker). The history shows `b` and `d` as markers named after
+    their step and tool, and `a` and `c` as activities."""
+    stack.start_facade()
+    await stack.start_worker()
+    tag = f"local-{uuid.uuid4().hex[:6]}"
+    # a local activity runs inside a workflow task, and a query waits for that task: so `b` is
+    # watched at the backend, and the run id read from the visibility store, not asked of the run
+    async with anyio.create_task_group() as group:
+        group.start_soon(stack.call, LOCAL, {"tag": tag})
+
+        async def b_at_backend() -> bool:
+            return bool((await stack.counters())["max_running"] >= 1)
+
+        await poll(b_at_backend, "step b's call to reach the fault server")
+        stack.workers[-1].kill()
+        group.cancel_scope.cancel()
+    run_id = await newest_run(stack.temporal, LOCAL)
+    await stack.start_worker()
+    result = await stack.result(run_id)
+    assert_completed(result, run_id, tag, stack)
+    counted = await stack.counters()
+    assert_tallies_ran_once(counted, run_id, tag)
+    b_completions = counted["tallies"].get(f"{tag}-b", 0)
+    assert b_completions >= 1 and b_completions + counted["cancelled"] == 2, counted
+    kinds, keys = await activity_history(stack.temporal, run_id)
+    assert keys == [f"{run_id}/a", f"{run_id}/c"] and kinds.count("completed") == 2, (kinds, keys)
+    assert await marker_summaries(stack.temporal, run_id) == ["b: fault.slow", "d: fault.tally"]
+
+
+async def newest_run(temporal: TemporalServer, tool: str) -> str:
+    client = await temporal.client()
+    async for execution in client.list_workflows(f"WorkflowId STARTS_WITH 'vmcp-{tool}-'"):
+        return execution.id
+    raise AssertionError(f"no run of {tool}")
+
+
+async def marker_summaries(temporal: TemporalServer, run_id: str) -> list[str]:
+    """The summaries of a run's local-activity markers, in order (what the Web UI shows)."""
+    client = await temporal.client()
+    found: list[str] = []
+    async for event in client.get_workflow_handle(run_id).fetch_history_events():
+        if event.WhichOneof("attributes") == "marker_recorded_event_attributes" and event.HasField("user_metadata"):
+            found.append(json.loads(event.user_metadata.summary.data))
+    return found
 
 
 async def test_a_run_survives_temporal_killed_mid_step(stack: Stack) -> None:

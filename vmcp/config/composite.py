@@ -20,6 +20,7 @@ TEMPLATE_ROOTS = frozenset({"params", "steps", "run", "caller"})
 DEFAULT_WAIT = 60.0
 DEFAULT_TIMEOUT = 3600.0
 DEFAULT_APPROVAL_TIMEOUT = 86400.0
+DEFAULT_LOCAL_STEP_TIMEOUT = 30.0  # steps given an attempt timeout up to this run as local activities
 MAX_FOR_EACH_ITEMS = 2000  # the ceiling `max_items` may be raised to (history stays well inside Temporal's limit)
 
 
@@ -49,6 +50,8 @@ class ToolStep(_StepBase):
     tool: str = Field(min_length=1)  # `backend.original_tool`, or an advertised name
     arguments: dict[str, Any] = Field(default_factory=dict)
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    # as a local activity (true), a regular one (false), or by the composite's local_step_timeout
+    local: bool | None = None
     # filled in by `resolve` at run start: where the call really goes
     backend: str | None = None
     original: str | None = None
@@ -61,6 +64,7 @@ class NestedToolStep(_Strict):
     arguments: dict[str, Any] = Field(default_factory=dict)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     timeout: Seconds | None = None
+    local: bool | None = None
     backend: str | None = None
     original: str | None = None
 
@@ -122,6 +126,10 @@ class CompositeTool(_Strict):
     # a day is never cut short by the run's deadline before its `on_timeout` decides.
     timeout: Seconds | None = None
     wait: Seconds = DEFAULT_WAIT  # how long a call waits before answering with the run id
+    # A tool step whose attempt timeout is at most this runs as a Temporal local activity: inside
+    # the workflow task that schedules it, without a round trip through the server's task queue
+    # per step. Longer steps, and steps started after a gate, stay regular activities.
+    local_step_timeout: Seconds = DEFAULT_LOCAL_STEP_TIMEOUT
     steps: list[Step] = Field(min_length=1)
     output: Any = None
 
