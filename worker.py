@@ -35,7 +35,7 @@ from vmcp.ops import logs, telemetry
 from vmcp.ops.audit import AuditLog
 from vmcp.ops.rate_limits import RateLimits
 from vmcp.runs.payload_codec import KeyRingError, load_ring
-from vmcp.runs.temporal_client import TemporalUnreachable, check_namespace, connect
+from vmcp.runs.temporal_client import TemporalUnreachable, check_namespace, connect, runs_missing_keys
 
 logger = logging.getLogger("vmcp.worker")
 
@@ -129,6 +129,14 @@ async def run_worker(
         client = await _connect_with_backoff(config, stop)
         if client is None:
             return
+        ring = load_ring(config)
+        if ring is not None and (missing := await runs_missing_keys(client, ring.keys)):
+            # replaying those runs would fail task after task: refuse now, saying which key and runs
+            named = "; ".join(f"key {key!r}: runs {', '.join(runs)}" for key, runs in missing.items())
+            raise WorkerFailed(
+                f"open runs were encrypted with keys missing from temporal.encryption's ring ({named}); "
+                "put those keys back in the ring"
+            )
         if on_client is not None:
             on_client(client)
         worker = build_worker(client, config, pool)

@@ -366,11 +366,13 @@ class CompositeToolWorkflow:
                     retry_policy=policy,
                     summary=summary,
                 )
-            except ActivityError as exc:
-                if isinstance(exc.cause, CancelledError):
+            except (ActivityError, ApplicationError, TimeoutError) as exc:
+                # a local activity's failure arrives as itself, not wrapped in an ActivityError
+                cause = exc.cause if isinstance(exc, ActivityError) else exc
+                if isinstance(cause, CancelledError):
                     raise asyncio.CancelledError from None
                 self._ran_locally.add(step_id)  # its failure is a result too: recorded before dependents run
-                raise _step_failure(exc, spec.max_attempts) from None
+                raise _failure_of(cause, spec.max_attempts, exc) from None
             self._ran_locally.add(step_id)
             return _output_of(result.structured_content, result.text), result.text, result.attempt
         for _ in range(_INFRA_RETRIES + 1):
@@ -402,7 +404,11 @@ def _refuse_if(problem: str | None) -> None:
 
 
 def _step_failure(exc: ActivityError, max_attempts: int) -> StepFailed:
-    cause = exc.cause
+    return _failure_of(exc.cause, max_attempts, exc)
+
+
+def _failure_of(cause: BaseException | None, max_attempts: int, exc: BaseException) -> StepFailed:
+    """What a failed call becomes: the step's failure, with its attempts and any tool output."""
     if isinstance(cause, ApplicationError):
         details = cause.details[0] if cause.details else None
         attempts = details.get("attempt", max_attempts) if isinstance(details, dict) else max_attempts

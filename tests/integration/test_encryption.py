@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -26,7 +27,7 @@ from temporalio.worker import Replayer
 
 from tests.support.processes import DevStack
 from vmcp.config.loading import load_config
-from vmcp.runs.payload_codec import codec_for
+from vmcp.runs.payload_codec import KeyRing, codec_for, write_key_file
 from vmcp.runs.temporal_client import connect
 from worker import workflow_classes, workflow_runner
 
@@ -110,6 +111,10 @@ class Dev:
             check=True,
         )
         return dict(json.loads(shown.stdout))
+
+
+def vmcp_command(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([VMCP, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 def payloads_in(node: Any) -> list[dict[str, Any]]:
@@ -225,6 +230,15 @@ async def test_a_run_sealed_under_one_key_completes_and_reads_after_a_rotation(
     try:
         started = await call(dev.url, "remember_later", {"secret": secret})
         run_id = (started.structured_content or {})["run_id"]  # waiting at its gate: the call answers with the id
+        # a worker whose ring lacks the key that run was started under refuses to start
+        lacking = dev.directory / "lacking.yaml"
+        config = yaml.safe_load(dev.config_file.read_text())
+        config["temporal"]["encryption"] = {"key_file": "other-keys.json"}
+        lacking.write_text(yaml.safe_dump(config))
+        write_key_file(dev.directory / "other-keys.json", KeyRing("k7", {"k7": os.urandom(32)}))
+        refused = vmcp_command("worker", "--config", str(lacking))
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "key 'k1'" in refused.stderr and run_id in refused.stderr, refused.stderr
     finally:
         dev.stop()
     rotated = dev.cli("keys", "rotate")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+from collections.abc import Iterable
 from datetime import timedelta
 
 import anyio
@@ -19,12 +20,20 @@ from temporalio.converter import DataConverter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
 from vmcp.backends.common import BackendUnavailable, expand_env
+from vmcp.composite.contracts import COMPOSITE_WORKFLOW
 from vmcp.config.models import VmcpConfig
 from vmcp.ops import telemetry
 from vmcp.runs.errors import TemporalUnreachable
-from vmcp.runs.payload_codec import codec_for
+from vmcp.runs.payload_codec import KEY_ID, codec_for
 
-__all__ = ["TemporalUnreachable", "check_namespace", "connect", "describe_error", "wait_until_reachable"]
+__all__ = [
+    "TemporalUnreachable",
+    "check_namespace",
+    "connect",
+    "describe_error",
+    "runs_missing_keys",
+    "wait_until_reachable",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -140,3 +149,23 @@ def describe_error(exc: BaseException) -> str:
     if found:
         return found[-1]
     return text.removeprefix("Failed client connect: ")[:200]
+
+
+async def runs_missing_keys(client: Client, ring_ids: Iterable[str]) -> dict[str, list[str]]:
+    """The open composite runs whose start was sealed with a key the ring lacks: key id -> run ids
+    (a few per key). Read from each open run's first history event, whose payload metadata names
+    its key in clear: one request per open run, made at a worker's start only."""
+    known = set(ring_ids)
+    missing: dict[str, list[str]] = {}
+    query = f"WorkflowType = '{COMPOSITE_WORKFLOW}' AND ExecutionStatus = 'Running'"
+    async for execution in client.list_workflows(query):
+        events = client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history_events(page_size=1)
+        async for event in events:
+            payloads = event.workflow_execution_started_event_attributes.input.payloads
+            key = payloads[0].metadata.get(KEY_ID) if payloads else None
+            if key is not None and key.decode(errors="replace") not in known:
+                runs = missing.setdefault(key.decode(errors="replace"), [])
+                if len(runs) < 3:
+                    runs.append(execution.id)
+            break
+    return missing
