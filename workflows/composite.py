@@ -2,27 +2,23 @@
 
 Deterministic: it reads only its input, the clock and randomness Temporal gives it, and activity
 results; it renders templates with the pure `vmcp.templating`. Each step is a coroutine that
-starts the moment its own dependencies have finished (not level by level). A step's `retry` is
-the Temporal retry policy of its activity, so every attempt shows in the Web UI; a worker that
-dies mid-call is noticed by the heartbeat timeout and the call is retried elsewhere.
+starts the moment its own dependencies have finished (not level by level). Tool steps call their
+backends through `workflows.calls` (a step's `retry` is the retry policy of its activity, so
+every attempt shows in the Web UI); the steps that wait for people are `workflows.waiting`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, TimeoutError, TimeoutType
+from temporalio.common import SearchAttributeKey
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from vmcp.composite.contracts import (
-        CALL_BACKEND_TOOL,
-        ERROR_TOOL,
-        PERMANENT_ERRORS,
         QUERY_STATUS,
         SEARCH_ATTRIBUTE_STATUS,
         SIGNAL_ANSWER,
@@ -30,8 +26,6 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_REJECT,
         UPDATE_WATCH,
         WAITING_FOR_PEOPLE,
-        CallBackendToolInput,
-        CallBackendToolOutput,
         CompositeRunInput,
         CompositeRunOutput,
     )
@@ -41,18 +35,14 @@ with workflow.unsafe.imports_passed_through():
         CompositeTool,
         ElicitationStep,
         ForEachStep,
-        NestedToolStep,
         ToolStep,
     )
 
 
+from workflows.calls import StepCalls
 from workflows.gates import Gates
 from workflows.waiting import StepFailed, WaitingSteps
 
-HEARTBEAT_TIMEOUT = timedelta(seconds=10)  # how soon a dead worker's call is noticed and retried
-DEFAULT_ATTEMPT_TIMEOUT = 300.0
-_INFRA_RETRIES = 5  # re-runs of a call whose worker vanished after its retry policy was spent
-_LOCAL_STEPS = "vmcp-local-steps"  # runs recorded before short steps ran as local activities replay as they ran
 _STATUS_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATUS)
 
 
@@ -63,8 +53,6 @@ class CompositeToolWorkflow:
         self._state = "running"
         self._failure: str | None = None
         self._gates = Gates()
-        self._gate_passed = False  # an approval or a question answered: later steps are regular activities
-        self._ran_locally: set[str] = set()  # steps whose call ran as a local activity
 
     # ------------------------------------------------------------------ queries
 
@@ -146,6 +134,7 @@ class CompositeToolWorkflow:
     async def run(self, run: CompositeRunInput) -> CompositeRunOutput:
         tool = CompositeTool.model_validate(run.definition)
         self._tool = tool
+        self._calls = StepCalls(tool, run.caller if isinstance(run.caller, dict) else None)
         owner = run.caller.get("subject") if isinstance(run.caller, dict) else None
         self._waiting = WaitingSteps(tool, self._gates, self._context, lambda: self._state, self._set_state, owner)
         self._params = run.params
@@ -246,17 +235,19 @@ class CompositeToolWorkflow:
                 state.update(status="skipped", output=step.default_output, reason="when was false")
                 return
             if isinstance(step, ToolStep):
-                output, text, attempts = await self._call(step.id, "", step, render(step.arguments, self._context()))
+                output, text, attempts = await self._calls.call(
+                    step.id, "", step, render(step.arguments, self._context())
+                )
                 state.update(status="completed", output=output, text=text, attempts=attempts)
             elif isinstance(step, ForEachStep):
                 await self._for_each(step, state)
             elif isinstance(step, ApprovalStep):
                 decision = await self._waiting.approval(step, state)
-                self._gate_passed = True
+                self._calls.gate_passed = True
                 state.update(status="completed", output=decision, decision=decision, attempts=0)
             elif isinstance(step, ElicitationStep):
                 answer = await self._waiting.question(step, state)
-                self._gate_passed = True
+                self._calls.gate_passed = True
                 state.update(status="completed", output=answer, answer=answer, attempts=0)
         except (StepFailed, TemplateFailure) as exc:
             attempts = exc.attempts if isinstance(exc, StepFailed) else 0
@@ -295,7 +286,7 @@ class CompositeToolWorkflow:
             async with limit:
                 context = {**self._context(), step.item_var: item}
                 try:
-                    output, _, used = await self._call(
+                    output, _, used = await self._calls.call(
                         step.id, f"/{index}", step.step, render(step.step.arguments, context)
                     )
                     results[index] = output
@@ -313,122 +304,8 @@ class CompositeToolWorkflow:
             )
         state["status"] = "completed"
 
-    def _runs_locally(self, step_id: str, call: ToolStep | NestedToolStep, attempt_timeout: float) -> bool:
-        """A local activity for a short step (`local_step_timeout`, or the step's own `local`), but
-        never once a gate has opened (a run that waited for people is not in a hurry), and never
-        right after a step that ran locally: a local activity's result is recorded only when its
-        workflow task completes, and scheduling a regular activity is what completes it — so a
-        worker lost during the dependent step cannot take the finished one's result with it."""
-        if self._gate_passed:
-            return False
-        step = self._tool.step(step_id) if step_id in self._steps else None
-        if step is not None and any(dep in self._ran_locally for dep in step.depends_on):
-            return False
-        return call.local if call.local is not None else attempt_timeout <= self._tool.local_step_timeout
-
-    async def _call(
-        self, step_id: str, suffix: str, call: ToolStep | NestedToolStep, arguments: Any
-    ) -> tuple[Any, str, int]:
-        """One backend call under the step's retry policy: (output, text, attempts)."""
-        assert call.backend is not None and call.original is not None, "definition was not resolved"
-        spec = call.retry
-        policy = RetryPolicy(
-            maximum_attempts=spec.max_attempts,
-            initial_interval=timedelta(seconds=spec.initial_interval),
-            backoff_coefficient=spec.backoff,
-            maximum_interval=timedelta(seconds=spec.max_interval) if spec.max_interval else None,
-            non_retryable_error_types=list(PERMANENT_ERRORS),
-        )
-        attempt_timeout = call.timeout or DEFAULT_ATTEMPT_TIMEOUT
-        request = CallBackendToolInput(
-            backend=call.backend,
-            tool=call.original,
-            arguments=arguments if isinstance(arguments, dict) else {},
-            idempotency_key=f"{workflow.info().workflow_id}/{step_id}{suffix}",
-            step_id=step_id,
-            timeout_seconds=call.timeout,
-            fail_on_error=True,
-            caller=self._context_base["caller"] or None,
-        )
-        summary = f"{step_id}{suffix}: {call.backend}.{call.original}"
-        # the activity enforces the attempt timeout itself (a clean error); this is the net
-        net = timedelta(seconds=attempt_timeout + 15)
-        if self._runs_locally(step_id, call, attempt_timeout) and workflow.patched(_LOCAL_STEPS):
-            # Inside the workflow task that schedules it: no task-queue round trip, no further
-            # workflow task to learn the result. A worker lost meanwhile loses the workflow task
-            # too, and the next worker runs the call again under the same idempotency key.
-            try:
-                result = await workflow.execute_local_activity(
-                    CALL_BACKEND_TOOL,
-                    request,
-                    result_type=CallBackendToolOutput,
-                    start_to_close_timeout=net,
-                    retry_policy=policy,
-                    summary=summary,
-                )
-            except (ActivityError, ApplicationError, TimeoutError) as exc:
-                # a local activity's failure arrives as itself, not wrapped in an ActivityError
-                cause = exc.cause if isinstance(exc, ActivityError) else exc
-                if isinstance(cause, CancelledError):
-                    raise asyncio.CancelledError from None
-                self._ran_locally.add(step_id)  # its failure is a result too: recorded before dependents run
-                raise _failure_of(cause, spec.max_attempts, exc) from None
-            self._ran_locally.add(step_id)
-            return _output_of(result.structured_content, result.text), result.text, result.attempt
-        for _ in range(_INFRA_RETRIES + 1):
-            try:
-                result = await workflow.execute_activity(
-                    CALL_BACKEND_TOOL,
-                    request,
-                    result_type=CallBackendToolOutput,
-                    start_to_close_timeout=net,
-                    heartbeat_timeout=HEARTBEAT_TIMEOUT,
-                    retry_policy=policy,
-                    summary=summary,
-                )
-                return _output_of(result.structured_content, result.text), result.text, result.attempt
-            except ActivityError as exc:
-                cause = exc.cause
-                if isinstance(cause, CancelledError):
-                    raise asyncio.CancelledError from None  # the step was stopped, it did not fail
-                if isinstance(cause, TimeoutError) and cause.type == TimeoutType.HEARTBEAT:
-                    continue  # the worker running it vanished: run the call again
-                raise _step_failure(exc, spec.max_attempts) from None
-        raise StepFailed("the call was lost with its worker too many times", spec.max_attempts)
-
 
 def _refuse_if(problem: str | None) -> None:
     """An Update validator's refusal: the caller gets `problem`, the history nothing."""
     if problem is not None:
         raise ApplicationError(problem, type="DecisionRefused", non_retryable=True)
-
-
-def _step_failure(exc: ActivityError, max_attempts: int) -> StepFailed:
-    return _failure_of(exc.cause, max_attempts, exc)
-
-
-def _failure_of(cause: BaseException | None, max_attempts: int, exc: BaseException) -> StepFailed:
-    """What a failed call becomes: the step's failure, with its attempts and any tool output."""
-    if isinstance(cause, ApplicationError):
-        details = cause.details[0] if cause.details else None
-        attempts = details.get("attempt", max_attempts) if isinstance(details, dict) else max_attempts
-        if cause.type in PERMANENT_ERRORS:
-            attempts = details.get("attempt", 1) if isinstance(details, dict) else 1
-        output = None
-        if cause.type == ERROR_TOOL and isinstance(details, dict):
-            output = _output_of(details.get("structured_content"), details.get("text", ""))
-        return StepFailed(cause.message, attempts, output)
-    if isinstance(cause, TimeoutError):
-        return StepFailed(f"timed out ({cause.type.name.lower() if cause.type else 'timeout'})", max_attempts)
-    return StepFailed(str(cause or exc), max_attempts)
-
-
-def _output_of(structured: Any, text: str) -> Any:
-    """What later steps see as `steps.<id>.output`: structuredContent, else the text parsed as
-    JSON when it parses, else the text."""
-    if structured is not None:
-        return structured
-    try:
-        return json.loads(text)
-    except (ValueError, TypeError):
-        return text

@@ -20,7 +20,7 @@ import pytest
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus
 
-import workflows.composite
+import workflows.calls
 from tests.support.temporal import TemporalServer
 from vmcp.backends.pool import BackendPool
 from vmcp.catalog.aggregate import build_catalog
@@ -53,7 +53,7 @@ async def test_an_unexpected_exception_fails_the_workflow_task_and_a_fix_resumes
             {"id": "second", "tool": "fault.echo", "arguments": {"text": "two"}, "depends_on": ["first"]},
         ],
     }
-    real_output_of = workflows.composite._output_of
+    real_output_of = workflows.calls._output_of
     injected = {"on": True}
 
     def faulty_output_of(structured: Any, text: str) -> Any:
@@ -61,7 +61,7 @@ async def test_an_unexpected_exception_fails_the_workflow_task_and_a_fix_resumes
             raise KeyError("injected interpreter fault")
         return real_output_of(structured, text)
 
-    monkeypatch.setattr(workflows.composite, "_output_of", faulty_output_of)
+    monkeypatch.setattr(workflows.calls, "_output_of", faulty_output_of)
     client = await temporal_server.client()
     address = temporal_server.address
     config = parse_config(
