@@ -101,10 +101,21 @@ class Dev:
             [VMCP, *args, "--config", str(self.config_file)], capture_output=True, text=True, timeout=60, check=False
         )
 
-    def raw_history(self, run_id: str) -> dict[str, Any]:
-        """The history as the `temporal` CLI shows it without a codec."""
+    def raw_history(self, run_id: str, *extra: str) -> dict[str, Any]:
+        """The history as the `temporal` CLI shows it (without a codec, unless `extra` names one)."""
         shown = subprocess.run(
-            [TEMPORAL, "workflow", "show", "--workflow-id", run_id, "--address", self.temporal_address, "-o", "json"],
+            [
+                TEMPORAL,
+                "workflow",
+                "show",
+                "--workflow-id",
+                run_id,
+                "--address",
+                self.temporal_address,
+                "-o",
+                "json",
+                *extra,
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -218,6 +229,10 @@ async def test_run_data_is_ciphertext_in_temporal_and_clear_to_vmcp_and_the_code
     assert secret in decoded_text(clear) and f"{secret}-echoed" in decoded_text(clear)
     assert elsewhere.status_code == 403 and other_namespace.status_code == 403 and garbage.status_code == 400
     assert round_trip.status_code == 200 and secret not in decoded_text(round_trip.json()["payloads"])
+
+    # the `temporal` CLI given the codec endpoint reads the run in clear too
+    decoded_cli = dev.raw_history(run_id, "--codec-endpoint", endpoint)
+    assert secret in decoded_text(payloads_in(decoded_cli))
 
 
 async def test_a_run_sealed_under_one_key_completes_and_reads_after_a_rotation(
