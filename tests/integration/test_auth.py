@@ -88,8 +88,13 @@ def served(module_procs: Any, issuer: Issuer, endpoint: TokenEndpoint) -> Any:
     secret_file = module_procs.workdir / "exchange-secret"
     secret_file.write_text(CLIENT_SECRET)
     exchanging = module_procs.fault_http("exchanging")
+    from vmcp.runs.payload_codec import KeyRing, write_key_file
+
+    write_key_file(module_procs.workdir / "payload-keys.json", KeyRing.new())
     config = {
         "server": {"host": "127.0.0.1", "port": 0},
+        # run data encrypted: the codec endpoint sits behind the same token as /status
+        "temporal": {"encryption": {"key_file": str(module_procs.workdir / "payload-keys.json")}},
         # the default 30 s between forced refetches would slow the key-rotation test
         "auth": {**issuer.auth_settings(), "jwks_cooldown": "500ms"},
         "backends": [
@@ -405,3 +410,31 @@ def test_status_and_metrics_need_a_token_and_a_known_host(served: Any, issuer: I
     assert rebound.status_code in (400, 403, 421) and "backends" not in rebound.text
     assert httpx.get(served.base + "/healthz", timeout=10).status_code == 200
     assert httpx.get(served.base + "/readyz", timeout=10).status_code == 200
+
+
+def test_the_codec_endpoint_needs_a_token_but_answers_the_web_uis_preflight(served: Any, issuer: Issuer) -> None:
+    """Whoever may call the codec may read every run: the same bearer token as /status. The Web
+    UI's preflight carries no credentials, so it is answered without one (and says nothing)."""
+    url = served.base + "/codec/encode"
+    origin = "http://127.0.0.1:8233"
+    headers = {"Content-Type": "application/json", "X-Namespace": "default", "Origin": origin}
+    document = {"payloads": [{"metadata": {"encoding": "anNvbi9wbGFpbg=="}, "data": "InNlY3JldCI="}]}
+    assert httpx.post(url, json=document, headers=headers, timeout=10).status_code == 401
+    forged = {**headers, "Authorization": "Bearer garbage"}
+    assert httpx.post(url, json=document, headers=forged, timeout=10).status_code == 401
+    preflight = httpx.options(
+        url,
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,x-namespace",
+        },
+        timeout=10,
+    )
+    assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == origin
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower() and not preflight.content
+    bearer = {**headers, "Authorization": f"Bearer {issuer.token()}"}
+    sealed = httpx.post(url, json=document, headers=bearer, timeout=10)
+    assert sealed.status_code == 200 and sealed.headers["access-control-allow-origin"] == origin, sealed.text
+    opened = httpx.post(served.base + "/codec/decode", json=sealed.json(), headers=bearer, timeout=10)
+    assert opened.status_code == 200 and opened.json() == document
