@@ -133,7 +133,7 @@ async def test_without_the_extension_a_task_only_tool_is_refused_by_the_backend(
 
 
 async def test_a_listen_stream_follows_a_backend_task_for_its_caller_only(replicas: Replicas) -> None:
-    task_id = (await replicas.wire(replicas.first).call("slow_compute", {"seconds": 1}))["taskId"]
+    task_id = (await replicas.wire(replicas.first).call("slow_compute", {"seconds": 3}))["taskId"]
     others = await replicas.wire(replicas.second, subject="mallory").listen(
         {"taskIds": [task_id]}, lambda frame: frame.get("method") == "notifications/subscriptions/acknowledged"
     )
@@ -142,7 +142,10 @@ async def test_a_listen_stream_follows_a_backend_task_for_its_caller_only(replic
         {"taskIds": [task_id]}, lambda frame: task_status(frame) in ("completed", "failed", "cancelled")
     )
     assert frames[0]["params"]["notifications"]["taskIds"] == [task_id], frames
-    assert [task_status(frame) for frame in frames[1:]] == ["working", "completed"], frames
+    # `working` while it runs (unless a loaded machine set the stream up after the task ended), then
+    # the end, with the result
+    statuses = [task_status(frame) for frame in frames[1:]]
+    assert statuses[-1] == "completed" and set(statuses[:-1]) <= {"working"}, frames
     assert frames[-1]["params"]["taskId"] == task_id and frames[-1]["params"]["result"]["content"], frames
 
 
