@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
+from collections.abc import Sequence
 
 import httpx
 
@@ -31,3 +33,15 @@ def pct(values: list[float], q: float) -> float:
     """The q-quantile of `values` (seconds) in milliseconds."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def stop(procs: Sequence[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+    """Terminate every process, then kill the ones still there after `grace` seconds."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import pct, wait_http
+from _common import pct, stop, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -166,14 +166,7 @@ def main() -> None:
                 figures[era] = times
             rss_end = rss_mib(vmcp.pid)
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(procs)
 
     print(f"catalogue benchmark: {args.servers} backends x {args.tools} tools, {os.cpu_count()} cpus")
     print(f"vmcp ready (/readyz) {ready:.2f} s after start; all {expected} tools advertised after {advertised:.2f} s")

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import pct, wait_http
+from _common import pct, stop, wait_http
 from catalog import MODERN, Lister, free_run, rss_mib
 from search_queries import QUERIES
 
@@ -158,14 +158,7 @@ def main() -> None:
             figures = measure(lister, args.rounds, args.limit)
             rss = rss_mib(vmcp.pid)
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(procs)
 
     hits: list[bool] = figures["hits"]  # type: ignore[assignment]
     latencies: list[float] = figures["latencies"]  # type: ignore[assignment]

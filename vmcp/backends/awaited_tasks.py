@@ -29,6 +29,8 @@ from mcp import Client
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from vmcp.backends.common import without_meta_key
+
 logger = logging.getLogger(__name__)
 
 RELATED_TASK = "io.modelcontextprotocol/related-task"
@@ -115,13 +117,7 @@ async def _report_status(client: Client, task_id: str, task: Mapping[str, Any], 
 
 def _without_related_task(result: dict[str, Any]) -> dict[str, Any]:
     """The backend's task id stays between vmcp and the backend."""
-    meta = result.get("_meta")
-    if isinstance(meta, dict) and RELATED_TASK in meta:
-        rest = {key: value for key, value in meta.items() if key != RELATED_TASK}
-        result = {key: value for key, value in result.items() if key != "_meta"}
-        if rest:
-            result["_meta"] = rest
-    return result
+    return without_meta_key(result, RELATED_TASK)
 
 
 def without_related_task(request: types.InputRequest) -> types.InputRequest:

@@ -151,3 +151,15 @@ def shared_tls_context() -> ssl.SSLContext:
     wire's): building one loads the CA bundle, tens of milliseconds each, which at fifty backends
     was most of the façade's start. A context is made to be shared by connections."""
     return httpx2.create_ssl_context()
+
+
+def without_meta_key(result: dict[str, Any], key: str) -> dict[str, Any]:
+    """`result` without `_meta[key]` (and without `_meta` when nothing else is left in it); the
+    result itself is not changed."""
+    meta = result.get("_meta")
+    if isinstance(meta, dict) and key in meta:
+        rest = {name: value for name, value in meta.items() if name != key}
+        result = {name: value for name, value in result.items() if name != "_meta"}
+        if rest:
+            result["_meta"] = rest
+    return result

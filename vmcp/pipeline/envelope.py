@@ -17,6 +17,7 @@ from mcp_types import (
     PROTOCOL_VERSION_META_KEY,
 )
 
+from vmcp.backends.common import without_meta_key
 from vmcp.backends.pool import BackendConnection
 from vmcp.clients.relay import Relay, is_modern
 from vmcp.ops import telemetry
@@ -45,13 +46,7 @@ def error_result(message: str) -> dict[str, Any]:
 def without_backend_identity(result: dict[str, Any]) -> dict[str, Any]:
     """Drop the backend's serverInfo stamp so the client sees vmcp's own (the runner, or the lean
     path, adds it)."""
-    meta = result.get("_meta")
-    if isinstance(meta, dict) and SERVER_INFO_KEY in meta:
-        rest = {k: v for k, v in meta.items() if k != SERVER_INFO_KEY}
-        result = {k: v for k, v in result.items() if k != "_meta"}
-        if rest:
-            result["_meta"] = rest
-    return result
+    return without_meta_key(result, SERVER_INFO_KEY)
 
 
 def model_without_backend_identity(result: _ResultT) -> _ResultT:
