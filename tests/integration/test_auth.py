@@ -23,6 +23,7 @@ from tests.conftest import VMCP
 from tests.http_endpoint import JsonEndpoint, Received
 from tests.integration.test_backend_credentials import CLIENT_SECRET, TokenEndpoint, basic, digest
 from tests.support.processes import free_port
+from tests.support.raw_session import SESSION_HEADERS, answer_of, open_session
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -438,3 +439,25 @@ def test_the_codec_endpoint_needs_a_token_but_answers_the_web_uis_preflight(serv
     assert sealed.status_code == 200 and sealed.headers["access-control-allow-origin"] == origin, sealed.text
     opened = httpx.post(served.base + "/codec/decode", json=sealed.json(), headers=bearer, timeout=10)
     assert opened.status_code == 200 and opened.json() == document
+
+
+async def test_a_handshake_session_lists_only_for_the_credential_that_opened_it(served: Any, issuer: Issuer) -> None:
+    """Lists of a handshake-era session are answered from prepared pages after the first one
+    (JSON, not SSE), for the view of the token on each request; another caller's token with this
+    session's id is refused as the SDK refuses it (404), and cannot read the session's lists."""
+    alice = {"Authorization": f"Bearer {issuer.token(sub='alice')}"}
+    bob = {"Authorization": f"Bearer {issuer.token(sub='bob', groups=['ops'])}"}
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    async with httpx.AsyncClient(timeout=30, headers=alice) as http:
+        session = await open_session(http, served.url, "lister")
+        headers = {**SESSION_HEADERS, "Mcp-Session-Id": session}
+        kinds, views = [], []
+        for _ in range(2):
+            response = await http.post(served.url, json=listing, headers=headers)
+            kinds.append(response.headers["content-type"].split(";")[0])
+            views.append({tool["name"] for tool in answer_of(response)["result"]["tools"]})
+        assert kinds == ["text/event-stream", "application/json"]
+        assert views[0] == views[1] and "fault_echo" in views[1] and "ops_echo" not in views[1]
+        stolen = await http.post(served.url, json=listing, headers={**headers, **bob})
+        assert stolen.status_code == 404, stolen.text
+        assert "ops_echo" not in stolen.text and "fault_echo" not in stolen.text

@@ -15,6 +15,8 @@ import mcp_types as types
 import pytest
 from mcp import Client
 
+from tests.support.raw_session import SESSION_HEADERS, answer_of, open_session
+
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 MODERN = "2026-07-28"
@@ -193,3 +195,45 @@ async def test_a_backend_that_never_answers_holds_up_neither_readiness_nor_the_o
 
 def _state(served: Any, backend: str) -> str:
     return str({b["name"]: b["state"] for b in served.status()["backends"]}[backend])
+
+
+async def test_a_handshake_session_lists_from_prepared_bytes_while_the_session_lives(paged: Any) -> None:
+    """A handshake-era session's first list goes through the SDK's session (an SSE answer); its
+    next lists are written from the prepared page as one JSON body, equal to what the SDK sent,
+    for this session's caller (a restricted client never gets the other view), and only while the
+    SDK would serve the session: an Accept the SDK refuses, an ended or unknown session get the
+    SDK's own answers."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        session = await open_session(http, paged.url, "restricted")
+        headers = {**SESSION_HEADERS, "Mcp-Session-Id": session}
+        names: list[list[str]] = []
+        kinds: list[str] = []
+        cursor: str | None = None
+        for number in range(3):
+            params = {"cursor": cursor} if cursor else {}
+            body = {"jsonrpc": "2.0", "id": f"page-{number}", "method": "tools/list", "params": params}
+            response = await http.post(paged.url, json=body, headers=headers)
+            assert response.status_code == 200
+            kinds.append(response.headers["content-type"].split(";")[0])
+            answer = answer_of(response)
+            assert answer["id"] == f"page-{number}", answer
+            names.append([tool["name"] for tool in answer["result"]["tools"]])
+            cursor = answer["result"].get("nextCursor")
+        assert kinds == ["text/event-stream", "application/json", "application/json"]
+        # the first page again, now from the prepared bytes: what the SDK sent, under a new id
+        again = answer_of(
+            await http.post(paged.url, json={"jsonrpc": "2.0", "id": 9, "method": "tools/list"}, headers=headers)
+        )
+        assert again["id"] == 9 and [tool["name"] for tool in again["result"]["tools"]] == names[0]
+        assert not any(name.startswith("b_") for page in names for name in page)  # the restricted view
+        bad = {"jsonrpc": "2.0", "id": 10, "method": "tools/list", "params": {"cursor": "nope"}}
+        assert answer_of(await http.post(paged.url, json=bad, headers=headers))["error"]["code"] == types.INVALID_PARAMS
+        # the SDK's refusals stand: an Accept without SSE, a session id nobody opened
+        json_only = {**headers, "Accept": "application/json"}
+        assert (await http.post(paged.url, json=bad, headers=json_only)).status_code == 406
+        forged = {**headers, "Mcp-Session-Id": "0" * 32}
+        assert (await http.post(paged.url, json=bad, headers=forged)).status_code == 404
+        # an ended session lists no more
+        assert (await http.delete(paged.url, headers=headers)).status_code == 200
+        ended = await http.post(paged.url, json={"jsonrpc": "2.0", "id": 11, "method": "tools/list"}, headers=headers)
+        assert ended.status_code == 404

@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 import uvicorn
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -67,7 +67,7 @@ def create_app(config: VmcpConfig, pool: BackendPool | None = None) -> ASGIApp:
     manager = StreamableHTTPSessionManager(
         app=facade.server, security_settings=security, stateless=config.server.stateless
     )
-    lean = LeanToolCalls(StreamableHTTPASGIApp(manager), facade, security)
+    lean = LeanToolCalls(manager, facade, security)
     mcp_endpoint = protect(lean, config.auth, config.base_dir)  # bearer tokens first: the lean path serves callers too
     state: dict[str, Any] = {"ready": False, "prepared": False}
 

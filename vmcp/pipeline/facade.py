@@ -18,6 +18,7 @@ from mcp.server import Server
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import NotificationOptions
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from vmcp.backends.common import package_version
 from vmcp.backends.pool import BackendPool
@@ -30,7 +31,7 @@ from vmcp.ops.metrics import Metrics
 from vmcp.pipeline.forward import Inbound
 from vmcp.pipeline.identify import bearer_token, caller_of
 from vmcp.pipeline.listen import ListenStreams
-from vmcp.pipeline.lists import LIST_METHODS, PreparedLists, cursor_of
+from vmcp.pipeline.lists import LIST_METHODS, HandshakeSession, HandshakeSessions, PreparedLists, cursor_of
 from vmcp.pipeline.requests import Pipeline
 from vmcp.runs.calls import CompositeRuns
 from vmcp.runs.tasks import TASK_METHODS, TaskParams, declares_tasks, missing_capability
@@ -63,6 +64,7 @@ class Facade:
             config.aggregation.page_size,
             lambda: self.server.server_info_stamp,
         )
+        self.sessions = HandshakeSessions()
         self.server: Server[Any] = _AnnouncingServer(
             "vmcp",
             version=package_version(),
@@ -99,9 +101,18 @@ class Facade:
     async def _note_session(self, ctx: ServerRequestContext[Any], call_next: Any) -> Any:
         self.relay.seen(ctx)
         if ctx.method in LIST_METHODS and connection_of(ctx).initialize_accepted:
+            self._note_lister(ctx)
             # a prepared page is already the result the SDK would make of it: skip validating it again
             return self.lists.page(ctx.method, caller_of(ctx), ctx.protocol_version, cursor_of(ctx.params)).result
         return await call_next(ctx)
+
+    def _note_lister(self, ctx: ServerRequestContext[Any]) -> None:
+        """A handshake-era session that lists: its next lists are answered on the lean path."""
+        session_id = ctx.request.headers.get("mcp-session-id") if ctx.request is not None else None
+        if session_id is not None and ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+            client = ctx.session.client_params
+            named = client.client_info.name if client is not None else None
+            self.sessions.note(session_id, HandshakeSession(ctx.protocol_version, named))
 
     # ------------------------------------------------------------------ the catalogue
 

@@ -23,7 +23,7 @@ import functools
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import mcp_types as types
 from mcp.shared.exceptions import MCPError
@@ -40,6 +40,7 @@ LIST_METHODS: Mapping[str, str] = {
     "resources/templates/list": "resourceTemplates",
 }
 MAX_VIEWS = 256  # prepared (method, view, version) entries kept; the least recently used go first
+MAX_SESSIONS = 10_000  # handshake-era sessions remembered for lists; one forgotten is served by the SDK again
 _CURSOR_PREFIX = b"vmcp-page:"
 
 
@@ -149,3 +150,33 @@ def _page_index(cursor: str | None, pages: int) -> int:
             data={"cursor": cursor[:200]},
         )
     return index
+
+
+class HandshakeSession(NamedTuple):
+    """What a list needs of a handshake-era session: its negotiated version and the name its
+    client gave (an anonymous caller's `client`)."""
+
+    version: str
+    client_name: str | None
+
+
+class HandshakeSessions:
+    """Handshake-era sessions by id, noted when one of their lists passes through the SDK, so the
+    lean path can answer their next lists (`vmcp.pipeline.lean`). Bounded, least recently used
+    first out: a session that ended leaves a record only until it is pushed out."""
+
+    def __init__(self, limit: int = MAX_SESSIONS) -> None:
+        self._limit = limit
+        self._sessions: OrderedDict[str, HandshakeSession] = OrderedDict()
+
+    def note(self, session_id: str, session: HandshakeSession) -> None:
+        self._sessions[session_id] = session
+        self._sessions.move_to_end(session_id)
+        while len(self._sessions) > self._limit:
+            self._sessions.popitem(last=False)
+
+    def get(self, session_id: str) -> HandshakeSession | None:
+        return self._sessions.get(session_id)
+
+    def forget(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
