@@ -33,6 +33,7 @@ from vmcp.config.loading import ConfigError
 from vmcp.config.models import VmcpConfig
 from vmcp.ops import logs, telemetry
 from vmcp.ops.audit import AuditLog
+from vmcp.ops.event_loop import event_loop_options
 from vmcp.ops.rate_limits import RateLimits
 from vmcp.runs.payload_codec import KeyRingError, load_ring
 from vmcp.runs.temporal_client import TemporalUnreachable, check_namespace, connect, runs_missing_keys
@@ -231,7 +232,7 @@ def run_worker_until_interrupted(config: VmcpConfig) -> int:
             group.cancel_scope.cancel()
 
     try:
-        anyio.run(main)
+        anyio.run(main, backend_options=event_loop_options())
     except WorkerFailed as exc:
         print(f"vmcp worker: {exc}", file=sys.stderr)
         return 1

@@ -22,16 +22,7 @@ from vmcp.cli.common import DEFAULT_CONFIG, clip, config_or_none
 from vmcp.config.files import load_runnable
 from vmcp.config.loading import ConfigError
 from vmcp.ops import logs
-
-
-def event_loop_options() -> dict[str, bool]:
-    """uvloop when installed: it roughly halves the event-loop cost of every forwarded call."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    return {"use_uvloop": True}
-
+from vmcp.ops.event_loop import event_loop_options
 
 # --------------------------------------------------------------------------- commands
 

@@ -35,6 +35,7 @@ from vmcp.dev.temporal import (
     port_free,
     url_host,
 )
+from vmcp.ops.event_loop import event_loop_options
 from vmcp.pipeline.app import StartupRefused, create_app, serve_directory
 from vmcp.pipeline.http_server import uvicorn_config
 from vmcp.pipeline.tokens import refuses_anonymous
@@ -88,7 +89,7 @@ def run_dev(config: VmcpConfig) -> int:
     """Run the whole stack until SIGINT/SIGTERM: 0 after a clean stop, 1 when it cannot run."""
     try:
         _ensure_key_ring(config)
-        return anyio.run(_run_dev, config)
+        return anyio.run(_run_dev, config, backend_options=event_loop_options())
     except DevStackError as exc:
         print(f"vmcp dev: {exc}", file=sys.stderr, flush=True)
         return 1
