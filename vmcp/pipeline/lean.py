@@ -27,10 +27,11 @@ fails if those names move).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import anyio
@@ -93,20 +94,24 @@ class LeanToolCalls:
             if session is None or self._manager.stateless or (version is not None and version not in _HANDSHAKE):
                 await self._sdk(scope, receive, send)
                 return
-            body, complete = await _read_body(receive)
-            if complete and await self._session_list(scope, body, session_id, send):
-                return
-            await self._sdk(scope, _replay(body, complete, receive), send)
+            listing = functools.partial(self._session_list, scope, session_id, send)
+            await self._here_or_sdk(scope, receive, send, listing)
             return
         if version not in _MODERN:
             await self._sdk(scope, receive, send)
             return
+        await self._here_or_sdk(scope, receive, send, functools.partial(self._try, scope, receive, send))
+
+    async def _here_or_sdk(
+        self, scope: Scope, receive: Receive, send: Send, answer: Callable[[bytes], Awaitable[bool]]
+    ) -> None:
+        """The request answered here if `answer` takes its body, else replayed to the SDK untouched."""
         body, complete = await _read_body(receive)
-        if complete and await self._try(scope, body, receive, send):
+        if complete and await answer(body):
             return
         await self._sdk(scope, _replay(body, complete, receive), send)
 
-    async def _try(self, scope: Scope, body: bytes, receive: Receive, send: Send) -> bool:
+    async def _try(self, scope: Scope, receive: Receive, send: Send, body: bytes) -> bool:
         request = Request(scope)
         if await self._security.validate_request(request, is_post=True) is not None:
             return False
@@ -185,7 +190,7 @@ class LeanToolCalls:
         await self._send_page(send, decoded, caller_in(scope, meta), version)
         return True
 
-    async def _session_list(self, scope: Scope, body: bytes, session_id: str, send: Send) -> bool:
+    async def _session_list(self, scope: Scope, session_id: str, send: Send, body: bytes) -> bool:
         """A handshake-era session's list, if the SDK's transport would serve it: see the module's notes."""
         request = Request(scope)
         if await self._security.validate_request(request, is_post=True) is not None:
