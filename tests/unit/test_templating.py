@@ -268,3 +268,17 @@ def test_references_raise_on_a_template_that_does_not_parse() -> None:
         references("{{ steps.a.output ")
     with pytest.raises(TemplateFailure):
         expression_references("steps.a ==")
+
+
+def test_a_template_compiled_once_renders_each_context_afresh_and_fails_each_time() -> None:
+    """Templates are compiled once per text (the compiled ones are cached): the same text renders
+    every context it is given, and one that fails fails on every render, not only the first."""
+    for text in ("{{ params.a }}", "a={{ params.a }}"):
+        first, second = render(text, {"params": {"a": 1}}), render(text, {"params": {"a": 2}})
+        assert (first, second) in ((1, 2), ("a=1", "a=2"))
+    for _ in range(2):
+        with pytest.raises(TemplateFailure, match="missing"):
+            render("{{ params.missing }}", {"params": {}})
+        with pytest.raises(TemplateFailure):
+            render("{{ params.a ", {"params": {"a": 1}})
+    assert evaluate("params.a > 1", {"params": {"a": 2}}) and not evaluate("params.a > 1", {"params": {"a": 1}})
