@@ -5,6 +5,7 @@ DESIGN.md ("Runs at the engine's floor").
     .venv/bin/python bench/engine.py paths  [--runs 200]
     .venv/bin/python bench/engine.py server [--runs 40]
     .venv/bin/python bench/engine.py worker [--callers 50]
+    .venv/bin/python bench/engine.py idle   [--runs 40]
 
 Each uses a minimal workflow on a real dev server (SQLite file, as `vmcp dev` runs it) and a
 worker in this process, so what is measured is the engine and the SDK, not vmcp's interpreter:
@@ -22,6 +23,9 @@ worker in this process, so what is measured is the engine and the SDK, not vmcp'
   regular activity, and a run that sleeps on a 1 ms timer.
 - worker: 50 concurrent callers of a one-local-activity run, with autoscaling pollers (vmcp's
   worker) and with the SDK's fixed default pollers; p50, p99, runs/s.
+- idle: one-local-activity runs whose activity sleeps 0, 50 or 200 ms, and what the run costs
+  beyond that sleep: every hop after a quiet spell is slower (the processes and the machine
+  wake up), so a run of long steps pays more than a run of instant ones.
 """
 
 from __future__ import annotations
@@ -57,13 +61,15 @@ SHORT = timedelta(seconds=5)
 
 @activity.defn
 async def echo(text: str) -> str:
+    if text.startswith("nap:"):
+        await asyncio.sleep(float(text.removeprefix("nap:")))
     return text
 
 
 @workflow.defn(sandboxed=False)
 class Run:
     """`kind`: "local" (one local activity), "activity" (one regular activity), "timer" (a 1 ms
-    timer, then a local activity)."""
+    timer, then a local activity), "nap:<seconds>" (one local activity that sleeps so long)."""
 
     def __init__(self) -> None:
         self.output: str | None = None
@@ -202,15 +208,32 @@ async def worker(callers: int) -> None:
         print(f"{name:22}{rate:9.1f}{pct(latencies, 0.5):9.1f}{pct(latencies, 0.99):9.1f}", flush=True)
 
 
+async def idle(runs: int) -> None:
+    naps = (0.0, 0.05, 0.2)
+    beyond: dict[float, list[float]] = {nap: [] for nap in naps}
+    async with engine(DEFAULT_DYNAMIC_CONFIG) as client:
+        for nap in naps:  # a block each: a run after a long one is slower too, which would blur them
+            for round_ in range(runs + 5):
+                elapsed = await timed(eager_poll(client, f"nap:{nap}"))
+                if round_ >= 5:
+                    beyond[nap].append(elapsed - nap)
+    print(f"a run beyond its step's own time: {runs} runs each, a block each, {os.cpu_count()} cpus")
+    for nap, values in beyond.items():
+        p50, p99 = pct(values, 0.5), pct(values, 0.99)
+        print(f"step sleeping {nap * 1000:5.0f} ms: p50 {p50:6.1f} ms beyond it, p99 {p99:6.1f}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("paths", "server", "worker"))
-    parser.add_argument("--runs", type=int, default=0, help="runs per figure (paths: 200, server: 40)")
+    parser.add_argument("what", choices=("paths", "server", "worker", "idle"))
+    parser.add_argument("--runs", type=int, default=0, help="runs per figure (paths: 200, server and idle: 40)")
     parser.add_argument("--callers", type=int, default=50)
     args = parser.parse_args()
     if args.what == "paths":
         asyncio.run(paths(args.runs or 200))
     elif args.what == "server":
         asyncio.run(server(args.runs or 40))
+    elif args.what == "idle":
+        asyncio.run(idle(args.runs or 40))
     else:
         asyncio.run(worker(args.callers))
