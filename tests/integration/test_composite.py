@@ -118,6 +118,30 @@ def composites() -> list[dict[str, Any]]:
             ],
         },
         {
+            # the diamond with every step offered as a local activity: root, short_next run locally;
+            # short, long and join follow a local step, so they are regular activities
+            "name": "local_diamond",
+            "steps": [
+                {"id": "root", "tool": "fault_echo", "arguments": {"text": "root"}, "local": True},
+                {"id": "short", "tool": SLOW, "arguments": {"seconds": 0.1}, "depends_on": ["root"], "local": True},
+                {
+                    "id": "short_next",
+                    "tool": SLOW,
+                    "arguments": {"seconds": 0.1},
+                    "depends_on": ["short"],
+                    "local": True,
+                },
+                {"id": "long", "tool": SLOW, "arguments": {"seconds": 0.5}, "depends_on": ["root"], "local": True},
+                {
+                    "id": "join",
+                    "tool": "fault.echo",
+                    "arguments": {"text": "{{ steps.short_next.output.slept }}+{{ steps.long.output.slept }}"},
+                    "depends_on": ["short_next", "long"],
+                    "local": True,
+                },
+            ],
+        },
+        {
             "name": "gated",
             "parameters": {"type": "object", "properties": {"go": {"type": "boolean", "default": False}}},
             "steps": [
@@ -880,3 +904,52 @@ async def test_runs_list_and_show_read_runs_from_temporal(stack: Stack) -> None:
 
     missing = _vmcp_cli(stack, "runs", "show", "vmcp-diamond-00000000-0000-0000-0000-000000000000")
     assert missing.returncode == 1 and "no run" in missing.stderr and "Traceback" not in missing.stderr
+
+
+async def test_local_steps_report_progress_audit_and_read_step_by_step(stack: Stack) -> None:
+    """Steps run as local activities keep what regular ones give: a progress notification each,
+    in dependency order; an audit line each under the run id; `vmcp runs show` lists them all;
+    and the history names each one (markers for the local steps, activities for the rest)."""
+    received: list[str] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        received.append((message or "").removeprefix("step ").partition(":")[0])
+
+    result = await call(stack, "local_diamond", {}, progress_callback=on_progress)
+    assert result.is_error is not True, _text(result)
+    run_id = run_id_of(result)
+    assert sorted(received) == sorted(["root", "short", "short_next", "long", "join"]), received
+    position = {step: index for index, step in enumerate(received)}
+    for step, deps in {
+        "short": ["root"],
+        "short_next": ["short"],
+        "long": ["root"],
+        "join": ["short_next", "long"],
+    }.items():
+        assert all(position[dep] < position[step] for dep in deps), received
+
+    lines = [json.loads(line) for line in (stack.config_file.parent / "audit.jsonl").read_text().splitlines()]
+    steps = {line["step"]: line for line in lines if line.get("run_id") == run_id and line.get("step")}
+    assert set(steps) == {"root", "short", "short_next", "long", "join"}, steps
+    assert all(line["outcome"] == "ok" and line["backend"] == "fault" for line in steps.values()), steps
+
+    shown = _vmcp_cli(stack, "runs", "show", run_id)
+    assert shown.returncode == 0, shown.stderr
+    table_lines = shown.stdout.split("STEP", 1)[1].splitlines()[1:]
+    listed = {line.split()[0]: line for line in table_lines if line.strip()}
+    assert set(listed) == {"root", "short", "short_next", "long", "join"}, shown.stdout
+    assert all("completed" in line for line in listed.values()), shown.stdout
+
+    history = await (await temporal(stack)).get_workflow_handle(run_id).fetch_history()
+    converter = PayloadConverter.default
+    markers, activities = [], []
+    for event in history.events:
+        if not event.user_metadata.HasField("summary"):
+            continue
+        summary = converter.from_payload(event.user_metadata.summary, str)
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            markers.append(summary)
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            activities.append(summary)
+    assert sorted(markers) == ["root: fault.echo", "short_next: fault.slow"], markers
+    assert sorted(activities) == ["join: fault.echo", "long: fault.slow", "short: fault.slow"], activities
