@@ -21,7 +21,6 @@ from tests.support.processes import DevStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.temporal, pytest.mark.anyio]
 
-TRACE_ID = uuid.uuid4().hex
 PARENT_SPAN = uuid.uuid4().hex[:16]
 
 
@@ -80,7 +79,21 @@ def traced(
                     {"id": "first", "tool": "fault.echo", "arguments": {"text": "1"}},
                     {"id": "second", "tool": "fault.record_meta", "arguments": {}, "depends_on": ["first"]},
                 ],
-            }
+            },
+            {
+                # the same with its second step a local activity (it follows a regular one)
+                "name": "local_pair",
+                "steps": [
+                    {"id": "first", "tool": "fault.echo", "arguments": {"text": "1"}, "local": False},
+                    {
+                        "id": "second",
+                        "tool": "fault.record_meta",
+                        "arguments": {},
+                        "depends_on": ["first"],
+                        "local": True,
+                    },
+                ],
+            },
         ],
     }
     config_file = directory / "vmcp.yaml"
@@ -95,23 +108,27 @@ def traced(
         collector.close()
 
 
-async def test_one_composite_call_is_one_trace_with_a_span_per_step(traced: tuple[str, Collector]) -> None:
+@pytest.mark.parametrize("tool", ["pair", "local_pair"])
+async def test_one_composite_call_is_one_trace_with_a_span_per_step(traced: tuple[str, Collector], tool: str) -> None:
+    """Both kinds of step (regular and local activities) have their span in the caller's trace,
+    and pass its context on to the backend."""
     url, collector = traced
-    traceparent = f"00-{TRACE_ID}-{PARENT_SPAN}-01"
+    trace_id = uuid.uuid4().hex
+    traceparent = f"00-{trace_id}-{PARENT_SPAN}-01"
     async with Client(url) as client:
-        result = await client.call_tool("pair", {}, meta={"traceparent": traceparent})
+        result = await client.call_tool(tool, {}, meta={"traceparent": traceparent})
     assert not result.is_error, result
 
     deadline = time.monotonic() + 20
     while True:
-        mine = [span for span in collector.spans() if span["trace"] == TRACE_ID]
+        mine = [span for span in collector.spans() if span["trace"] == trace_id]
         names = [span["name"] for span in mine]
-        complete = names.count("RunActivity:vmcp.call_backend_tool") >= 2 and "tools/call pair" in names
+        complete = names.count("RunActivity:vmcp.call_backend_tool") >= 2 and f"tools/call {tool}" in names
         if complete or time.monotonic() > deadline:  # the façade's span ends last: after the answer
             break
         await anyio.sleep(0.1)
     by_id = {span["id"]: span for span in mine}
-    facade = next(span for span in mine if span["name"] == "tools/call pair")
+    facade = next(span for span in mine if span["name"] == f"tools/call {tool}")
     assert facade["parent"] == PARENT_SPAN and facade["service"] == "vmcp-under-test"
     assert "RunWorkflow:vmcp.CompositeTool" in names, names
     steps = [span for span in mine if span["name"] == "RunActivity:vmcp.call_backend_tool"]
@@ -127,4 +144,4 @@ async def test_one_composite_call_is_one_trace_with_a_span_per_step(traced: tupl
     assert all(reaches_facade(step) for step in steps)  # a tree rooted in the façade's span
     meta = (result.structured_content or {})["second"]["output"]["meta"]
     backend_parent = meta["traceparent"].split("-")
-    assert backend_parent[1] == TRACE_ID and backend_parent[2] in {step["id"] for step in steps}
+    assert backend_parent[1] == trace_id and backend_parent[2] in {step["id"] for step in steps}
