@@ -221,6 +221,28 @@ def composites() -> list[dict[str, Any]]:
             ],
         },
         {
+            # the same steps as local activities: the retry policy and on_error hold as they are
+            "name": "local_retrying",
+            "parameters": LABEL_PARAM,
+            "steps": [
+                {
+                    "id": "enough",
+                    "tool": "fault.flaky",
+                    "arguments": {"label": "{{ params.label }}-a", "failures": 2},
+                    "retry": {"max_attempts": 3, "initial_interval": "100ms", "backoff": 1.0},
+                    "local": True,
+                },
+                {
+                    "id": "too_few",
+                    "tool": "fault.flaky",
+                    "arguments": {"label": "{{ params.label }}-b", "failures": 2},
+                    "retry": {"max_attempts": 2, "initial_interval": "100ms", "backoff": 1.0},
+                    "on_error": "continue",
+                    "local": True,
+                },
+            ],
+        },
+        {
             "name": "timeboxed",
             "parameters": LABEL_PARAM,
             "steps": [
@@ -643,9 +665,15 @@ async def test_a_failing_step_cancels_the_steps_still_running(stack: Stack) -> N
     assert "cancelled" in busy["error"].lower(), busy
 
 
-async def test_retry_max_attempts_counts_every_attempt(stack: Stack) -> None:
+@pytest.mark.parametrize("tool", ["retrying", "local_retrying"])
+async def test_retry_max_attempts_counts_every_attempt(stack: Stack, tool: str) -> None:
     tag = label()
-    result, _ = await ok(stack, "retrying", {"label": tag})
+    result, run_id = await ok(stack, tool, {"label": tag})
+    if tool == "local_retrying":  # every attempt ran inside the workflow task: markers, no activities
+        history = await (await temporal(stack)).get_workflow_handle(run_id).fetch_history()
+        kinds = {event.event_type for event in history.events}
+        assert EventType.EVENT_TYPE_MARKER_RECORDED in kinds
+        assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds
     assert result["enough"]["status"] == "completed"
     assert result["enough"]["attempts"] == 3
     assert result["enough"]["output"] == {"label": f"{tag}-a", "calls": 3}

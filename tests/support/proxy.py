@@ -21,8 +21,7 @@ def _response(status: str, content_type: str, body: bytes) -> bytes:
     # for its next request could lose that one to the close, which no server that says keep-alive
     # does to it (a race the suite met under load, not a fault under test)
     head = (
-        f"HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
+        f"HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body
 
