@@ -243,6 +243,21 @@ def composites() -> list[dict[str, Any]]:
             ],
         },
         {
+            # one long step run as a local activity: the run's status query waits for it to end
+            "name": "busy_local",
+            "parameters": LABEL_PARAM,
+            "wait": "1s",
+            "steps": [
+                {
+                    "id": "nap",
+                    "tool": SLOW,
+                    "arguments": {"seconds": 12, "label": "{{ params.label }}"},
+                    "timeout": "30s",
+                    "local": True,
+                }
+            ],
+        },
+        {
             "name": "timeboxed",
             "parameters": LABEL_PARAM,
             "steps": [
@@ -981,3 +996,21 @@ async def test_local_steps_report_progress_audit_and_read_step_by_step(stack: St
             activities.append(summary)
     assert sorted(markers) == ["root: fault.echo", "short_next: fault.slow"], markers
     assert sorted(activities) == ["join: fault.echo", "long: fault.slow", "short: fault.slow"], activities
+
+
+async def test_a_run_busy_in_a_local_step_still_answers_its_status(stack: Stack) -> None:
+    """A query waits for the workflow task, and a local step runs inside one: the status tool,
+    `vmcp runs show` and `tasks/get`'s reading answer while the 12 s step runs, from the run's
+    search attributes and marked busy, instead of waiting for the step to end."""
+    started = await call(stack, "busy_local", {"label": label()})  # its `wait` (1 s) ends first
+    run_id = (started.structured_content or {}).get("run_id")
+    assert isinstance(run_id, str) and (started.structured_content or {}).get("state") == "running", started
+    state = await status(stack, run_id)
+    assert state["state"] == "running" and "busy" in state and state["steps"] == {}, state
+    shown = _vmcp_cli(stack, "runs", "show", run_id)
+    assert shown.returncode == 0, shown.stderr
+    assert "state    running" in shown.stdout and "busy     a step is running" in shown.stdout, shown.stdout
+    result = await call(stack, "vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
+    assert (result.structured_content or {}).get("nap", {}).get("status") == "completed", _text(result)
+    done = await status(stack, run_id)  # closed: the run's own answer, with its steps
+    assert done["state"] == "completed" and "busy" not in done and done["steps"]["nap"]["status"] == "completed"

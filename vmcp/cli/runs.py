@@ -82,7 +82,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             runs = anyio.run(lambda: orchestrator.list_runs(pending_only=args.pending, limit=args.limit))
             _print_runs(runs, args.json)
         else:
-            status = anyio.run(orchestrator.status, args.run)
+            status = anyio.run(lambda: orchestrator.status(args.run, prompt=True))
             _print_run(status, args.json)
     except RunNotFound:
         print(f"vmcp runs: no run {args.run!r} in namespace {config.temporal.namespace!r}", file=sys.stderr)
@@ -118,6 +118,8 @@ def _print_run(status: dict[str, object], as_json: bool) -> None:
         print(f"closed   {status.get('closed_at')}")
     if status.get("error"):
         print(f"error    {status.get('error')}")
+    if status.get("busy"):
+        print(f"busy     {status.get('busy')}")
     waiting = status.get("waiting_for")
     if isinstance(waiting, dict) and waiting:
         for gate in waiting.get("gates", [waiting]):

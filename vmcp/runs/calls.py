@@ -173,7 +173,7 @@ class CompositeRuns:
             output = await self._wait(ctx, run_id, tool, max(0.0, deadline - anyio.current_time()))
             if output is not None:
                 return result_of(run_id, output)
-            status = await self.orchestrator.status(run_id)
+            status = await self.orchestrator.status(run_id, prompt=True)
             questions = open_questions(status)
             if not questions or not can_elicit(ctx) or anyio.current_time() >= deadline:
                 return still_going(run_id, status)
@@ -181,7 +181,7 @@ class CompositeRuns:
                 return self.questions.input_required(run_id, tool.name, questions, caller)
             if not await self.questions.ask_mid_call(ctx, run_id, questions, caller):
                 return still_going(run_id, status)  # it could not answer: the run waits for a signal
-        return still_going(run_id, await self.orchestrator.status(run_id))
+        return still_going(run_id, await self.orchestrator.status(run_id, prompt=True))
 
     async def _wait(
         self, ctx: ServerRequestContext[Any], run_id: str, tool: CompositeTool, wait: float

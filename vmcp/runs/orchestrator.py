@@ -7,6 +7,7 @@ operations the façade, the CLI and the tests use on runs, by workflow id. With
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
@@ -51,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 
 _GONE = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+STATUS_QUERY_WAIT = 2.0  # seconds a prompt status waits for the run's own answer
+_STATUS_KEY = SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATUS)
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
@@ -112,7 +115,7 @@ class Orchestrator:
             search_attributes=TypedSearchAttributes(
                 [
                     SearchAttributePair(SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_TOOL), run.tool),
-                    SearchAttributePair(SearchAttributeKey.for_keyword(SEARCH_ATTRIBUTE_STATUS), "running"),
+                    SearchAttributePair(_STATUS_KEY, "running"),
                 ]
             ),
             memo={MEMO_OWNER: run_owner(run.caller)},
@@ -141,14 +144,22 @@ class Orchestrator:
         return None
 
     @_reaching
-    async def status(self, run_id: str) -> dict[str, Any]:
-        """State and steps of a run: its own query while it runs, its description once closed."""
+    async def status(self, run_id: str, *, prompt: bool = False) -> dict[str, Any]:
+        """State and steps of a run: its own query while it runs, its description once closed.
+
+        A query is answered between workflow tasks, and a step running as a local activity runs
+        inside one (up to `local_step_timeout`, 30 s by default): the query waits for it. With
+        `prompt` (what people and pollers read: the status tool, `tasks/get`, `vmcp runs show`),
+        a query not answered within `STATUS_QUERY_WAIT` gives way to what the run's search
+        attributes say, marked `busy`; callers that act on the run's questions wait for the query."""
         handle, description = await self._described(run_id)
         closed = description.status not in (None, WorkflowExecutionStatus.RUNNING)
-        try:
-            status: dict[str, Any] = dict(await handle.query(QUERY_STATUS))
-        except (RPCError, WorkflowQueryFailedError) as exc:
-            status = {"state": "unknown", "error": f"the run did not answer its status query: {exc}"}
+        status: dict[str, Any] = _busy_status(description)  # unless the run answers in time
+        with anyio.move_on_after(STATUS_QUERY_WAIT if prompt and not closed else math.inf):
+            try:
+                status = dict(await handle.query(QUERY_STATUS))
+            except (RPCError, WorkflowQueryFailedError) as exc:
+                status = {"state": "unknown", "error": f"the run did not answer its status query: {exc}"}
         if closed and description.status is not None:
             status.setdefault("state", description.status.name.lower())
             if description.status != WorkflowExecutionStatus.COMPLETED:
@@ -280,3 +291,15 @@ class Orchestrator:
                 logger.debug("watching %s ended: %s", run_id, exc)
                 return None
             return dict(status)
+
+
+def _busy_status(description: WorkflowExecutionDescription) -> dict[str, Any]:
+    """A running run that could not answer its status query in time: its state as its search
+    attribute has it, and why its steps are missing."""
+    state = description.typed_search_attributes.get(_STATUS_KEY) or "running"
+    return {
+        "state": state,
+        "steps": {},
+        "busy": "a step is running inside the run's workflow task (a local activity): the run "
+        "answers with its steps when that step ends",
+    }

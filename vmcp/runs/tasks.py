@@ -134,7 +134,7 @@ class RunTasks:
 
     async def detailed(self, run_id: str) -> dict[str, Any]:
         """The run as a `DetailedTask`."""
-        status = await self.orchestrator.status(run_id)
+        status = await self.orchestrator.status(run_id, prompt=True)
         state = str(status.get("state", "running"))
         task: dict[str, Any] = {
             "taskId": run_id,

@@ -125,7 +125,7 @@ class RunTools:
         except RunNotFound:  # NotARun too: the same words, whatever the id names
             return error(_no_run(name, run_id))
         if name == STATUS_TOOL:
-            return data(await self.orchestrator.status(run_id))
+            return data(await self.orchestrator.status(run_id, prompt=True))
         if name == CANCEL_TOOL:
             await self.orchestrator.cancel(run_id)
             return data({"run_id": run_id, "cancel_requested": True})
@@ -134,7 +134,7 @@ class RunTools:
             return error(f"{name}: argument `wait_seconds` must be a number from 0 to {MAX_RESULT_WAIT:g}")
         output = await self.orchestrator.result(run_id, float(wait))
         if output is None:
-            return still_going(run_id, await self.orchestrator.status(run_id))
+            return still_going(run_id, await self.orchestrator.status(run_id, prompt=True))
         return result_of(run_id, output)
 
     async def reaches(self, caller: Mapping[str, Any], run_id: str, *, others: bool) -> bool:
