@@ -228,6 +228,12 @@ async def test_a_handshake_session_lists_from_prepared_bytes_while_the_session_l
         assert not any(name.startswith("b_") for page in names for name in page)  # the restricted view
         bad = {"jsonrpc": "2.0", "id": 10, "method": "tools/list", "params": {"cursor": "nope"}}
         assert answer_of(await http.post(paged.url, json=bad, headers=headers))["error"]["code"] == types.INVALID_PARAMS
+        odd = {"jsonrpc": "2.0", "id": 12, "method": "tools/list", "params": {"cursor": 7}}
+        assert answer_of(await http.post(paged.url, json=odd, headers=headers))["error"]["code"] == types.INVALID_PARAMS
+        odd["params"] = {"_meta": "not an object"}  # no envelope to read: the session's own view
+        assert [
+            tool["name"] for tool in answer_of(await http.post(paged.url, json=odd, headers=headers))["result"]["tools"]
+        ] == names[0]
         # the SDK's refusals stand: an Accept without SSE, a session id nobody opened
         json_only = {**headers, "Accept": "application/json"}
         assert (await http.post(paged.url, json=bad, headers=json_only)).status_code == 406
