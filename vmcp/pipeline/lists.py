@@ -5,9 +5,10 @@ At thousands of tools, building a list per request (filter for the caller, valid
 every model, encode) costs the better part of a second of CPU, and every client lists — a
 2026-07-28 client may list before every call. So each list is prepared once per *view* and
 protocol version, and kept until the catalogue changes: validated and shaped for that version (the
-SDK's own per-version result types), cut into pages, each page held as its wire `result` and as
-encoded bytes. A view is what the caller's authorization decides: callers whom the same rules
-match see the same lists (`Authorizer.view`), so anonymous deployments hold one view per version.
+SDK's own per-version result types), cut into pages, each page prepared when first asked for and
+held as its wire `result` and as encoded bytes. A view is what the caller's authorization decides:
+callers whom the same rules match see the same lists (`Authorizer.view`), so anonymous
+deployments hold one view per version.
 
 Pages are `aggregation.page_size` items long, with an opaque cursor naming the next page; the
 cursor is an offset in the caller's view, so any replica with the same catalogue continues it. A
@@ -68,6 +69,15 @@ class Page:
 Visible = Callable[[str, Mapping[str, Any]], Sequence[BaseModel]]
 
 
+class _View:
+    """One list for one view and version: the items the view sees (a snapshot of the catalogue),
+    and each page once it has been asked for."""
+
+    def __init__(self, items: Sequence[BaseModel], page_size: int) -> None:
+        self.items = items
+        self.pages: list[Page | None] = [None] * max(1, -(-len(items) // page_size))
+
+
 class PreparedLists:
     def __init__(
         self,
@@ -80,45 +90,46 @@ class PreparedLists:
         self._view_of = view_of
         self._page_size = page_size
         self._server_info = server_info
-        self._prepared: OrderedDict[tuple[str, Hashable, str], list[Page]] = OrderedDict()
+        self._prepared: OrderedDict[tuple[str, Hashable, str], _View] = OrderedDict()
 
     def reset(self) -> None:
         """The catalogue changed: every view is prepared again when next asked for."""
         self._prepared.clear()
 
     def page(self, method: str, caller: Mapping[str, Any], version: str, cursor: str | None) -> Page:
+        """A page, prepared on its first request: after a change, a client's first list costs one
+        page's preparation on the event loop, not the whole catalogue's (80-120 ms at 5,000 tools)."""
         key = (method, self._view_of(caller), version)
-        pages = self._prepared.get(key)
-        if pages is None:
-            pages = self._prepare(method, caller, version)
-            self._prepared[key] = pages
+        view = self._prepared.get(key)
+        if view is None:
+            view = _View(self._visible(method, caller), self._page_size)
+            self._prepared[key] = view
             while len(self._prepared) > MAX_VIEWS:
                 self._prepared.popitem(last=False)
         else:
             self._prepared.move_to_end(key)
-        return pages[_page_index(cursor, len(pages))]
+        index = _page_index(cursor, len(view.pages))
+        page = view.pages[index]
+        if page is None:
+            page = view.pages[index] = self._prepare(method, version, view, index)
+        return page
 
-    def _prepare(self, method: str, caller: Mapping[str, Any], version: str) -> list[Page]:
-        field = LIST_METHODS[method]
-        visible = self._visible(method, caller)
-        starts = range(0, max(len(visible), 1), self._page_size)
-        pages = []
-        for number, start in enumerate(starts):  # a page at a time: the objects of one page at most
-            items = [
-                item.model_dump(by_alias=True, mode="json", exclude_none=True)
-                for item in visible[start : start + self._page_size]
-            ]
-            data: dict[str, Any] = {field: items}
-            if number + 1 < len(starts):
-                data["nextCursor"] = _cursor(number + 1)
-            if version in MODERN_PROTOCOL_VERSIONS:
-                # immediately stale, and for this authorization context only: a list is per view,
-                # and changes whenever a backend's does
-                data |= {"ttlMs": 0, "cacheScope": "private", "resultType": "complete"}
-                data["_meta"] = {SERVER_INFO_META_KEY: self._server_info()}
-            result = serialize_server_result(method, version, data)
-            pages.append(Page(json.dumps(result, separators=(",", ":")).encode()))
-        return pages
+    def _prepare(self, method: str, version: str, view: _View, number: int) -> Page:
+        start = number * self._page_size
+        items = [
+            item.model_dump(by_alias=True, mode="json", exclude_none=True)
+            for item in view.items[start : start + self._page_size]
+        ]
+        data: dict[str, Any] = {LIST_METHODS[method]: items}
+        if number + 1 < len(view.pages):
+            data["nextCursor"] = _cursor(number + 1)
+        if version in MODERN_PROTOCOL_VERSIONS:
+            # immediately stale, and for this authorization context only: a list is per view,
+            # and changes whenever a backend's does
+            data |= {"ttlMs": 0, "cacheScope": "private", "resultType": "complete"}
+            data["_meta"] = {SERVER_INFO_META_KEY: self._server_info()}
+        result = serialize_server_result(method, version, data)
+        return Page(json.dumps(result, separators=(",", ":")).encode())
 
 
 def cursor_of(params: Any) -> str | None:
