@@ -133,6 +133,10 @@ def test_shipped_dev_config_is_valid() -> None:
     config = load_config(Path(__file__).resolve().parents[2] / "temporal-dev.yaml")
     assert {"time", "fetch", "git", "oci"} <= {b.name for b in config.backends}
     assert {"aggregate_docs", "analyze_repository", "investigate_image"} <= {t.name for t in config.composite_tools}
+    # `now` says "(default UTC)": the backend requires a timezone, so the default must be vmcp's
+    now = config.aggregation.backends["time"].overrides["get_current_time"]
+    assert now.name == "now" and "default UTC" in (now.description or "")
+    assert now.parameters["timezone"].default == "UTC"
 
 
 def test_github_example_config_is_valid_offline() -> None:
