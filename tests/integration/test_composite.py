@@ -1005,11 +1005,15 @@ async def test_a_run_busy_in_a_local_step_still_answers_its_status(stack: Stack)
     started = await call(stack, "busy_local", {"label": label()})  # its `wait` (1 s) ends first
     run_id = (started.structured_content or {}).get("run_id")
     assert isinstance(run_id, str) and (started.structured_content or {}).get("state") == "running", started
+    # before the step ends: busy, or (on a slow machine, past the workflow task's heartbeat at
+    # 8 s, when the run answers between two parts of the task) the step still running
     state = await status(stack, run_id)
-    assert state["state"] == "running" and "busy" in state and state["steps"] == {}, state
+    assert state["state"] == "running", state
+    assert ("busy" in state and state["steps"] == {}) or state["steps"]["nap"]["status"] == "running", state
     shown = _vmcp_cli(stack, "runs", "show", run_id)
     assert shown.returncode == 0, shown.stderr
-    assert "state    running" in shown.stdout and "busy     a step is running" in shown.stdout, shown.stdout
+    assert "state    running" in shown.stdout, shown.stdout
+    assert "busy     a step is running" in shown.stdout or re.search(r"\nnap +running", shown.stdout), shown.stdout
     result = await call(stack, "vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
     assert (result.structured_content or {}).get("nap", {}).get("status") == "completed", _text(result)
     done = await status(stack, run_id)  # closed: the run's own answer, with its steps
