@@ -192,6 +192,8 @@ class LeanToolCalls:
 
     async def _session_list(self, scope: Scope, session_id: str, send: Send, body: bytes) -> bool:
         """A handshake-era session's list, if the SDK's transport would serve it: see the module's notes."""
+        if b'list"' not in body:
+            return False  # every other request of the session (a call's arguments: up to 4 MiB) is not parsed twice
         request = Request(scope)
         if await self._security.validate_request(request, is_post=True) is not None:
             return False
