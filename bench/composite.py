@@ -7,7 +7,10 @@
 (c) a diamond with unequal branches (100 ms + 300 ms, then 100 ms) vs its critical path (400 ms);
 (d) 50 concurrent callers of a one-step composite: runs/s, p50, p99;
 (e) a call reaching an approval gate: how long after the step before the gate completed (workflow
-    time) the caller has its `awaiting_approval` answer (median of 10).
+    time) the caller has its `awaiting_approval` answer (median of 10);
+(f) the engine's floor on the same dev server, interleaved with (a)-(c): a workflow of one local
+    activity that answers at once, started and awaited as vmcp does (`bench/engine.py`), so (b)
+    reads as the floor, the direct call, and what vmcp adds beyond both.
 The backend is the test fault server over streamable HTTP (`slow(seconds)` sleeps server-side).
 Not a test: figures go in notes and the README, never into assertions.
 """
@@ -32,6 +35,9 @@ from mcp import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port, pct, wait_http
+from engine import QUEUE, Run, eager_poll, echo
+from temporalio.client import Client as TemporalClient
+from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -93,16 +99,29 @@ async def timed(client: Client, tool: str, args: dict[str, object]) -> float:
     return elapsed
 
 
-async def measure(url: str, runs: int, callers: int) -> dict[str, list[float] | float]:
-    out: dict[str, list[float] | float] = {"a": [], "b_composite": [], "b_direct": [], "c": []}
-    async with Client(url) as client:
+async def measure(url: str, temporal: str, runs: int, callers: int) -> dict[str, list[float] | float]:
+    out: dict[str, list[float] | float] = {"a": [], "b_composite": [], "b_direct": [], "c": [], "f": []}
+    engine = await TemporalClient.connect(temporal)
+    floor_worker = Worker(
+        engine,
+        task_queue=QUEUE,
+        workflows=[Run],
+        activities=[echo],
+        workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
+        activity_task_poller_behavior=PollerBehaviorAutoscaling(),
+    )
+    async with Client(url) as client, floor_worker:
         for _ in range(3):  # warm-up: connections, worker caches
             await timed(client, "one_step", {})
+            await eager_poll(engine)
         for _ in range(runs):  # interleaved, so each figure sees the same machine
             out["a"].append(await timed(client, "parallel3", {}))  # type: ignore[union-attr]
             out["b_composite"].append(await timed(client, "one_step", {}))  # type: ignore[union-attr]
             out["b_direct"].append(await timed(client, "fault_echo", {"text": "x"}))  # type: ignore[union-attr]
             out["c"].append(await timed(client, "diamond", {}))  # type: ignore[union-attr]
+            start = time.perf_counter()
+            await eager_poll(engine)
+            out["f"].append(time.perf_counter() - start)  # type: ignore[union-attr]
 
     latencies: list[float] = []
 
@@ -124,9 +143,9 @@ async def measure(url: str, runs: int, callers: int) -> dict[str, list[float] | 
 
 def start_stack(
     directory: Path, backend_url: str, *, encrypted: bool, local: bool = True
-) -> tuple[subprocess.Popen[bytes], str]:
+) -> tuple[subprocess.Popen[bytes], str, str]:
     """`vmcp dev` in `directory` (its own ports and Temporal), with or without run-data encryption,
-    its steps local activities or regular ones."""
+    its steps local activities or regular ones: (process, MCP URL, Temporal address)."""
     ports = {name: free_port() for name in ("facade", "temporal", "ui")}
     temporal: dict[str, object] = {
         "address": f"127.0.0.1:{ports['temporal']}",
@@ -145,7 +164,7 @@ def start_stack(
         [str(BIN / "vmcp"), "dev", "--config", str(directory / "bench.yaml")], stdout=subprocess.DEVNULL
     )
     wait_http(f"http://127.0.0.1:{ports['facade']}/readyz", timeout=120)
-    return dev, f"http://127.0.0.1:{ports['facade']}/mcp"
+    return dev, f"http://127.0.0.1:{ports['facade']}/mcp", f"127.0.0.1:{ports['temporal']}"
 
 
 async def compare(urls: dict[str, str], runs: int) -> dict[str, dict[str, list[float]]]:
@@ -208,13 +227,13 @@ def main() -> None:
                 for name in names:
                     (Path(tmp) / name).mkdir()
                     encrypted, local = name == "encrypted", name != "regular"
-                    dev, urls[name] = start_stack(Path(tmp) / name, backend_url, encrypted=encrypted, local=local)
+                    dev, urls[name], _ = start_stack(Path(tmp) / name, backend_url, encrypted=encrypted, local=local)
                     procs.append(dev)
                 pair = anyio.run(compare, urls, args.runs, backend_options={"use_uvloop": True})
             else:
-                dev, url = start_stack(Path(tmp), backend_url, encrypted=False)
+                dev, url, temporal = start_stack(Path(tmp), backend_url, encrypted=False)
                 procs.append(dev)
-                f = anyio.run(measure, url, args.runs, args.callers, backend_options={"use_uvloop": True})
+                f = anyio.run(measure, url, temporal, args.runs, args.callers, backend_options={"use_uvloop": True})
         finally:
             for proc in reversed(procs):
                 proc.terminate()
@@ -272,6 +291,13 @@ def main() -> None:
         f"  max {max(e) * 1000:6.1f} ms (10 calls)"
     )
     print(f"    mean one-step {statistics.mean(bc) * 1000:.1f} ms")
+    floor = f["f"]
+    assert isinstance(floor, list)
+    beyond = pct(bc, 0.5) - pct(floor, 0.5) - direct
+    print(
+        f"(f) the engine's floor (one instant local activity) p50 {pct(floor, 0.5):6.1f} ms: (b) is the floor"
+        f" + the direct call + {beyond:.1f} ms ({beyond / direct:.1f} x direct) of vmcp's own"
+    )
 
 
 if __name__ == "__main__":
