@@ -57,7 +57,16 @@ FAULT_TOKEN = f"fault-secret-{uuid.uuid4().hex}"
 
 
 def composites() -> list[dict[str, Any]]:
-    """The composite tools this module's stack serves (one per behaviour under test)."""
+    """The composite tools this module's stack serves (one per behaviour under test), and
+    `local_retrying`: `retrying` with its steps as local activities (the retry policy and
+    `on_error` hold as they are)."""
+    tools = _composites()
+    retrying = next(tool for tool in tools if tool["name"] == "retrying")
+    local_steps = [{**step, "local": True} for step in retrying["steps"]]
+    return [*tools, {**retrying, "name": "local_retrying", "steps": local_steps}]
+
+
+def _composites() -> list[dict[str, Any]]:
     return [
         {
             # the README's wrapper: a name resolved to an id first, then the real call with safe values
@@ -217,28 +226,6 @@ def composites() -> list[dict[str, Any]]:
                     "arguments": {"label": "{{ params.label }}-b", "failures": 2},
                     "retry": {"max_attempts": 2, "initial_interval": "100ms", "backoff": 1.0},
                     "on_error": "continue",
-                },
-            ],
-        },
-        {
-            # the same steps as local activities: the retry policy and on_error hold as they are
-            "name": "local_retrying",
-            "parameters": LABEL_PARAM,
-            "steps": [
-                {
-                    "id": "enough",
-                    "tool": "fault.flaky",
-                    "arguments": {"label": "{{ params.label }}-a", "failures": 2},
-                    "retry": {"max_attempts": 3, "initial_interval": "100ms", "backoff": 1.0},
-                    "local": True,
-                },
-                {
-                    "id": "too_few",
-                    "tool": "fault.flaky",
-                    "arguments": {"label": "{{ params.label }}-b", "failures": 2},
-                    "retry": {"max_attempts": 2, "initial_interval": "100ms", "backoff": 1.0},
-                    "on_error": "continue",
-                    "local": True,
                 },
             ],
         },
