@@ -238,7 +238,7 @@ def _composites() -> list[dict[str, Any]]:
                 {
                     "id": "nap",
                     "tool": SLOW,
-                    "arguments": {"seconds": 12, "label": "{{ params.label }}"},
+                    "arguments": {"seconds": 25, "label": "{{ params.label }}"},
                     "timeout": "30s",
                     "local": True,
                 }
@@ -987,8 +987,9 @@ async def test_local_steps_report_progress_audit_and_read_step_by_step(stack: St
 
 async def test_a_run_busy_in_a_local_step_still_answers_its_status(stack: Stack) -> None:
     """A query waits for the workflow task, and a local step runs inside one: the status tool,
-    `vmcp runs show` and `tasks/get`'s reading answer while the 12 s step runs, from the run's
-    search attributes and marked busy, instead of waiting for the step to end."""
+    `vmcp runs show` and `tasks/get`'s reading answer while the 25 s step runs, from the run's
+    search attributes and marked busy, instead of waiting for the step to end (the run is left to
+    finish on its own: a loaded machine may take seconds to start the CLI, hence the long step)."""
     started = await call(stack, "busy_local", {"label": label()})  # its `wait` (1 s) ends first
     run_id = (started.structured_content or {}).get("run_id")
     assert isinstance(run_id, str) and (started.structured_content or {}).get("state") == "running", started
@@ -1001,7 +1002,3 @@ async def test_a_run_busy_in_a_local_step_still_answers_its_status(stack: Stack)
     assert shown.returncode == 0, shown.stderr
     assert "state    running" in shown.stdout, shown.stdout
     assert "busy     a step is running" in shown.stdout or re.search(r"\nnap +running", shown.stdout), shown.stdout
-    result = await call(stack, "vmcp_run_result", {"run_id": run_id, "wait_seconds": 30})
-    assert (result.structured_content or {}).get("nap", {}).get("status") == "completed", _text(result)
-    done = await status(stack, run_id)  # closed: the run's own answer, with its steps
-    assert done["state"] == "completed" and "busy" not in done and done["steps"]["nap"]["status"] == "completed"
